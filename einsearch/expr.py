@@ -1,0 +1,233 @@
+"""Integer expressions of the DSL: evaluated exactly, and turned into sympy for formulas.
+
+Values are ints (or Fractions, for scales), lists of ints, and the names of choices. ``/`` is
+exact: a result that is not whole stays a Fraction, and the caller that needs a size says so.
+Lists are indexed from 1, like the levels they describe.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable, Union
+
+from .errors import DSLError, Pos
+
+Value = Union[int, Fraction, float, list, str]
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Item:
+    """``name[index]``: one entry of a list parameter (1-based)."""
+
+    name: str
+    index: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    operand: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: Expr
+    right: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple
+    pos: Pos
+
+
+Expr = Union[Num, Name, Item, Unary, Binary, Call, ListLit]
+
+ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": lambda a, b: Fraction(a) / Fraction(b),
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "^": operator.pow,
+}
+COMPARISON: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+LOGIC = {"and", "or"}
+
+
+def sqrt_divisor(n: int, mode: str = "balanced") -> int:
+    """The smaller factor ``a`` of a two-way split ``n = a * b`` near the square root.
+
+    ``balanced``: the largest divisor of n not above sqrt(n) (256 -> 16, 96 -> 8).
+    ``research``: n / b with b the smallest divisor strictly above sqrt(n) (256 -> 8, 144 -> 9),
+    the rule of the paper's code.
+    """
+    root = math.isqrt(n)
+    if mode == "balanced":
+        return next(d for d in range(root, 0, -1) if n % d == 0)
+    if mode == "research":
+        return n // next(d for d in range(root + 1, n + 1) if n % d == 0) if n > 1 else 1
+    raise ValueError(f"unknown split mode {mode!r} (balanced or research)")
+
+
+def _log2(n: int) -> int:
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"log2({n}) is not a whole number")
+    return n.bit_length() - 1
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "isqrt": math.isqrt,
+    "log2": _log2,
+    "min": min,
+    "max": max,
+    "len": len,
+    "sum": sum,
+    "sqrt_divisor": sqrt_divisor,
+    "sqrt": math.sqrt,  # for scales; a size must stay a whole number
+}
+
+
+def names_in(expr: Expr) -> set[str]:
+    """Every symbol name an expression reads (list names included)."""
+    if isinstance(expr, Name):
+        return {expr.name}
+    if isinstance(expr, Item):
+        return {expr.name} | names_in(expr.index)
+    if isinstance(expr, Unary):
+        return names_in(expr.operand)
+    if isinstance(expr, Binary):
+        return names_in(expr.left) | names_in(expr.right)
+    if isinstance(expr, (Call, ListLit)):
+        parts = expr.args if isinstance(expr, Call) else expr.items
+        return set().union(*(names_in(a) for a in parts)) if parts else set()
+    return set()
+
+
+def evaluate(expr: Expr, env: dict[str, Value]) -> Value:
+    """The exact value of ``expr`` with symbols from ``env``; DSLError on any failure."""
+    if isinstance(expr, Num):
+        return expr.value
+    if isinstance(expr, Name):
+        if expr.name not in env:
+            raise DSLError(f"unknown name {expr.name!r}", expr.pos)
+        return env[expr.name]
+    if isinstance(expr, Item):
+        seq = evaluate(Name(expr.name, expr.pos), env)
+        i = evaluate(expr.index, env)
+        if not isinstance(seq, list):
+            raise DSLError(f"{expr.name} is not a list, it cannot be indexed", expr.pos)
+        if not isinstance(i, int) or not 1 <= i <= len(seq):
+            raise DSLError(f"{expr.name}[{i}] is out of range: lists count from 1 to {len(seq)}", expr.pos)
+        return seq[i - 1]
+    if isinstance(expr, ListLit):
+        return [_number(evaluate(item, env), item.pos) for item in expr.items]
+    if isinstance(expr, Unary):
+        value = evaluate(expr.operand, env)
+        return not value if expr.op == "not" else -_number(value, expr.pos)
+    if isinstance(expr, Binary):
+        return _binary(expr, env)
+    if isinstance(expr, Call):
+        args = [evaluate(a, env) for a in expr.args]
+        try:
+            return _whole(FUNCTIONS[expr.func](*args))
+        except (ValueError, TypeError, StopIteration) as err:
+            raise DSLError(f"{expr.func}(...) failed: {err}", expr.pos) from None
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def _binary(expr: Binary, env: dict[str, Value]) -> Value:
+    left = evaluate(expr.left, env)
+    if expr.op in LOGIC:  # short-circuit, like Python
+        if (expr.op == "and") != bool(left):
+            return bool(left)
+        return bool(evaluate(expr.right, env))
+    right = evaluate(expr.right, env)
+    if expr.op in COMPARISON:
+        return COMPARISON[expr.op](left, right)
+    a, b = _number(left, expr.left.pos), _number(right, expr.right.pos)
+    if expr.op in ("/", "//", "%") and b == 0:
+        raise DSLError("division by zero", expr.pos)
+    if expr.op == "^" and (b < 0 or not isinstance(b, int)):
+        raise DSLError(f"exponent must be a whole number >= 0, got {b}", expr.pos)
+    if expr.op == "^" and b > 4096:
+        raise DSLError(f"exponent {b} is too large", expr.pos)
+    return _whole(ARITHMETIC[expr.op](a, b))
+
+
+def _number(value: Value, pos: Pos) -> int | Fraction | float:
+    if isinstance(value, bool) or not isinstance(value, (int, Fraction, float)):
+        raise DSLError(f"expected a number, got {value!r}", pos)
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """Fractions that are whole become ints, so sizes stay ints."""
+    if isinstance(value, Fraction) and value.denominator == 1:
+        return int(value)
+    return value
+
+
+def to_sympy(expr: Expr, env: dict[str, Any]) -> Any:
+    """The sympy form of ``expr``; ``env`` maps names to sympy objects (IndexedBase for lists)."""
+    import sympy
+
+    if isinstance(expr, Num):
+        return sympy.Integer(expr.value)
+    if isinstance(expr, Name):
+        return env[expr.name]
+    if isinstance(expr, Item):
+        return env[expr.name][to_sympy(expr.index, env)]
+    if isinstance(expr, Unary):
+        return -to_sympy(expr.operand, env)
+    if isinstance(expr, Binary):
+        a, b = to_sympy(expr.left, env), to_sympy(expr.right, env)
+        return {
+            "+": lambda: a + b,
+            "-": lambda: a - b,
+            "*": lambda: a * b,
+            "/": lambda: a / b,
+            "//": lambda: sympy.floor(a / b),
+            "%": lambda: sympy.Mod(a, b),
+            "^": lambda: a**b,
+        }[expr.op]()
+    if isinstance(expr, Call):
+        args = [to_sympy(a, env) for a in expr.args]
+        known = {"min": sympy.Min, "max": sympy.Max, "sqrt": sympy.sqrt, "log2": lambda n: sympy.log(n, 2)}
+        func = known.get(expr.func) or sympy.Function(expr.func)
+        return func(*args)
+    raise TypeError(f"no sympy form for {expr!r}")
