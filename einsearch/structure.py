@@ -40,7 +40,7 @@ class Operand:
         return f"{self.name}[{', '.join(parts)}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Level:
     """One term of the score: ``scale * P(t, u) * x_t^T M x_u`` as a single einsum.
 
