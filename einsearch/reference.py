@@ -8,6 +8,8 @@ with it. numpy keeps ``describe`` free of torch; ``torch.from_numpy`` makes tens
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import opt_einsum
 
@@ -26,7 +28,7 @@ def random_input(instance: Instance, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((instance.T, instance.D))
 
 
-def level_scores(level: Level, x: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
+def level_scores(level: Level, x: np.ndarray, factors: dict[str, np.ndarray], scaled: bool = True) -> np.ndarray:
     """The level's T x T contribution: scale * P(t, u) * x_t^T M x_u, masks included."""
     T = x.shape[0]
     renamed = {i: i + "'" for i in level.block_indices}  # the key's copy of each block index
@@ -40,20 +42,29 @@ def level_scores(level: Level, x: np.ndarray, factors: dict[str, np.ndarray]) ->
         lo, hi = level.band
         gap = np.subtract.outer(np.arange(T), np.arange(T))
         scores = scores * ((gap >= lo) & (gap <= hi))
-    return level.scale * scores
+    return level.scale * scores if scaled else scores
 
 
-def score_matrix(instance: Instance, x: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
+def score_matrix(instance: Instance, x: np.ndarray, factors: dict[str, np.ndarray], scaled: bool = True) -> np.ndarray:
     """The T x T score matrix: the sum of every level."""
-    return sum(level_scores(level, x, factors) for level in instance.levels)
+    return sum(level_scores(level, x, factors, scaled) for level in instance.levels)
 
 
-def feature_matrix(level: Level, factors: dict[str, np.ndarray]) -> np.ndarray:
+def feature_matrix(level: Level, factors: dict[str, np.ndarray], scaled: bool = True) -> np.ndarray:
     """The level's D x D matrix M_l (scale included), read off by feeding identity tokens."""
-    D = int(np.prod([level.sizes[i] for i in level.query.axes[1]]))
+    D = math.prod(level.sizes[i] for i in level.query.axes[1])
     eye = np.eye(D)
     sizes = dict(level.sizes, row=D, col=D)
-    return level.scale * _contract(level, factors, sizes, (("row",), eye), (("col",), eye), ("row", "col"))
+    matrix = _contract(level, factors, sizes, (("row",), eye), (("col",), eye), ("row", "col"))
+    return level.scale * matrix if scaled else matrix
+
+
+def structure_matrix(instance: Instance, x: np.ndarray, factors: dict[str, np.ndarray], scaled: bool = True):
+    """The matrix whose rank describes the structure: M (D x D) if every level scores every pair,
+    else the T x T score matrix of the input ``x``."""
+    if instance.is_feature_structure:
+        return sum(feature_matrix(level, factors, scaled) for level in instance.levels)
+    return score_matrix(instance, x, factors, scaled)
 
 
 def _contract(level: Level, factors, sizes, query, key, output, extra=()) -> np.ndarray:

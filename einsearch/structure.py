@@ -118,6 +118,11 @@ class Instance:
         return shapes
 
     @property
+    def is_feature_structure(self) -> bool:
+        """Every level scores every pair: the structure is one D x D matrix M = sum of M_l."""
+        return all(level.blocks == 1 and level.band is None for level in self.levels)
+
+    @property
     def T(self) -> int:
         return int(self.values["T"])
 

@@ -24,6 +24,7 @@ class Formulas:
     per_token: sympy.Expr
     pair: sympy.Expr  # FLOPs of all scored pairs
     score: sympy.Expr
+    splits: tuple[str, ...]  # how derived sizes factor a whole one: "D = a*b = 16 x 16"
 
 
 def symbol_env(instance: Instance) -> dict[str, sympy.Basic]:
@@ -80,17 +81,24 @@ def term_sizes(term: Score, loop: Loop | None, instance: Instance, env: dict) ->
     return sizes
 
 
-def pair_formula(level: Level, sizes: dict, T: sympy.Expr, band_exprs) -> sympy.Expr:
+def pair_formula(level: Level, sizes: dict, T: sympy.Expr, band) -> sympy.Expr:
+    """Pairs the level scores: T^2 / blocks, or the band's sum of (T - |t - u|) over its diagonals."""
     if level.band is None:
         return T**2 / math.prod(sizes[i] for i in level.block_indices)
-    lo, hi = band_exprs
-    d = sympy.Symbol("d", integer=True)
+    lo, hi = band
     total = sympy.Integer(0)
-    if level.band[1] >= 0:
-        total += sympy.summation(T - d, (d, sympy.Max(lo, 0) if level.band[0] < 0 else lo, hi))
-    if level.band[0] < 0:
-        total += sympy.summation(T + d, (d, lo, sympy.Min(hi, -1) if level.band[1] >= 0 else hi))
+    if level.band[1] >= 0:  # diagonals t - u = d >= 0 hold T - d pairs
+        start = 0 if level.band[0] < 0 else lo
+        total += _diagonals(T, start, hi)
+    if level.band[0] < 0:  # and t - u = -d, d > 0, as many
+        total += _diagonals(T, 1 if level.band[1] >= 0 else -hi, -lo)
     return total
+
+
+def _diagonals(T: sympy.Expr, first: sympy.Expr, last: sympy.Expr) -> sympy.Expr:
+    """Sum of (T - d) for d = first .. last."""
+    count = last - first + 1
+    return count * T - (first + last) * count / 2
 
 
 def formulas(instance: Instance) -> Formulas:
@@ -143,7 +151,16 @@ def formulas(instance: Instance) -> Formulas:
             parts[key].append(value)
     folds = relations(instance, env)
     result = {k: _tidy(sum(v, sympy.Integer(0)), folds) for k, v in parts.items()}
-    return Formulas(result["params"], result["per_token"], result["pair"], _tidy(T * result["per_token"] + result["pair"], folds))
+    score = _tidy(T * result["per_token"] + result["pair"], folds)
+    return Formulas(result["params"], result["per_token"], result["pair"], score, _splits(folds, instance))
+
+
+def _splits(folds, instance: Instance) -> tuple[str, ...]:
+    lines = []
+    for product, whole in folds:
+        factors = [instance.values[str(f)] for f in sympy.Mul.make_args(product)]
+        lines.append(f"{whole} = {product} = {' x '.join(map(str, factors))}")
+    return tuple(lines)
 
 
 def _split_key(level: Level, T: int) -> tuple:
@@ -152,10 +169,11 @@ def _split_key(level: Level, T: int) -> tuple:
 
 
 def _tidy(expr: sympy.Expr, folds) -> sympy.Expr:
-    expr = sympy.factor_terms(sympy.simplify(expr))
+    """Expanded, common factors pulled out, ``a*b`` folded back to ``D``; factored when polynomial."""
+    expr = sympy.factor_terms(sympy.expand(expr))
     for product, value in folds:
         expr = sympy.factor_terms(expr.subs(product, value))
-    return expr
+    return expr if expr.has(sympy.Sum) else sympy.factor(expr)
 
 
 def evaluate(expr: sympy.Expr, instance: Instance) -> int:

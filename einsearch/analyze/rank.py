@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from ..structure import Instance, Level
 
-SKETCH_MARGIN = 8
-
 
 @dataclass(frozen=True)
 class Cut:
@@ -69,11 +67,6 @@ def band_rows(level: Level, T: int) -> int:
     return max(0, T - max(lo, 0) - max(-hi, 0))
 
 
-def is_feature_structure(instance: Instance) -> bool:
-    """True when every level scores every pair: then the structure is one D x D matrix."""
-    return all(level.blocks == 1 and level.band is None for level in instance.levels)
-
-
 def level_rank_bound(level: Level, T: int, feature: bool) -> int:
     if feature:
         return feature_cut(level).rank
@@ -86,38 +79,6 @@ def level_rank_bound(level: Level, T: int, feature: bool) -> int:
 
 def rank_bound(instance: Instance) -> int:
     """Generic-rank bound of the structure's matrix: M (D x D) or the T x T score matrix."""
-    feature = is_feature_structure(instance)
+    feature = instance.is_feature_structure
     side = instance.D if feature else instance.T
     return min(side, sum(level_rank_bound(level, instance.T, feature) for level in instance.levels))
-
-
-def matrix_side(instance: Instance) -> int:
-    return instance.D if is_feature_structure(instance) else instance.T
-
-
-def numeric_rank(instance: Instance, bound: int, seed: int = 0) -> int:
-    """Rank of a random instance's matrix, through a random two-sided sketch of width bound + 8.
-
-    A sketch G1^T A G2 of width k has rank min(rank A, k) almost surely, so a bound that is too
-    low still shows (as a rank above it) while full SVDs stay small for low-rank structures.
-    """
-    import numpy as np
-
-    from .. import reference
-
-    factors = reference.random_factors(instance, seed)
-    if is_feature_structure(instance):
-        matrix = sum(reference.feature_matrix(level, factors) for level in instance.levels)
-    else:
-        matrix = reference.score_matrix(instance, reference.random_input(instance, seed + 1), factors)
-    side = matrix.shape[0]
-    width = min(side, bound + SKETCH_MARGIN)
-    if width < side:
-        rng = np.random.default_rng(seed + 2)
-        matrix = rng.standard_normal((width, side)) @ matrix @ rng.standard_normal((side, width))
-    return int(np.linalg.matrix_rank(matrix))
-
-
-def numeric_rank_cost(instance: Instance, bound: int) -> int:
-    """The side of the dense matrix an SVD would see: what ``rank_limit`` is compared with."""
-    return min(matrix_side(instance), bound + SKETCH_MARGIN)

@@ -1,0 +1,1 @@
+"""einsearch: structured attention scoring functions as einsums: describe, plan, search, generate."""

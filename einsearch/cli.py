@@ -1,0 +1,181 @@
+"""The ``einsearch`` command: click parsing and printing only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import catalog
+from .errors import DSLError
+from .structure import Instance
+
+STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+INTEGER = re.compile(r"-?\d+$")
+
+
+def fail(message: str) -> None:
+    """Print an error the way compilers do and exit with status 2; nothing has been written."""
+    click.echo(f"einsearch: error: {message}", err=True)
+    sys.exit(2)
+
+
+def parse_value(text: str) -> Any:
+    """``8`` -> 8, ``32,8,6`` -> [32, 8, 6], anything else stays a string (a choice)."""
+    parts = text.split(",")
+    if all(INTEGER.match(p.strip()) for p in parts):
+        values = [int(p) for p in parts]
+        return values if len(parts) > 1 else values[0]
+    return text
+
+
+def parse_structure_options(args: list[str]) -> dict[str, Any]:
+    """``--D 256 --ranks 32,8`` (or ``--D=256``) into {'D': 256, 'ranks': [32, 8]}."""
+    options: dict[str, Any] = {}
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            fail(f"unexpected argument {arg!r}: structure options are written --NAME VALUE")
+        name, _, value = arg[2:].partition("=")
+        if not value:
+            if not rest or (rest[0].startswith("--") and not INTEGER.match(rest[0])):
+                fail(f"option --{name} needs a value")
+            value = rest.pop(0)
+        options[name] = parse_value(value)
+    return options
+
+
+def resolve(name: str, args: list[str]) -> Instance:
+    """Loads a structure by catalog name or path and fixes its options; errors exit with 2."""
+    try:
+        return catalog.find(name).resolve(parse_structure_options(args))
+    except DSLError as err:
+        fail(str(err))
+
+
+def emit(payload: dict | list, as_json: bool, text: Callable[[], str]) -> None:
+    click.echo(json.dumps(payload, indent=2) if as_json else text())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="einsearch")
+def main() -> None:
+    """Describe, cost and compare structured attention scoring functions written as einsums.
+
+    \b
+    Examples:
+      einsearch list
+      einsearch describe btt --D 256
+      einsearch describe mlr --levels 8 --T 1024 --D 512 --heads 8
+      einsearch describe my_structure.ein --json
+      einsearch check my_structure.ein
+    """
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    """List the catalog's structures with their doc lines."""
+    entries = []
+    for name in catalog.names():
+        try:
+            entries.append({"name": name, "doc": catalog.find(name).doc})
+        except DSLError as err:
+            fail(str(err))
+    width = max(len(e["name"]) for e in entries)
+    emit(entries, as_json, lambda: "\n".join(f"{e['name']:<{width}}  {e['doc']}" for e in entries))
+
+
+@main.command(context_settings=STRUCTURE_OPTIONS)
+@click.argument("structure")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def check(ctx: click.Context, structure: str, as_json: bool) -> None:
+    """Validate a structure file (or catalog name) and show what it defines.
+
+    \b
+    Examples:
+      einsearch check my_structure.ein
+      einsearch check btt --D 96
+    """
+    from .report import structure_summary
+
+    instance = resolve(structure, ctx.args)
+    summary = structure_summary(instance.structure, instance)
+    payload = {
+        "structure": instance.structure.name,
+        "source": instance.structure.source,
+        "doc": instance.structure.doc,
+        "options": {d.name: instance.values[d.name] for d in instance.structure.options},
+        "sizes": instance.values,
+        "levels": [level.written() for level in instance.levels],
+        "factors": {n: list(s) for n, s in instance.factor_shapes.items()},
+    }
+    emit(payload, as_json, lambda: "\n".join(summary) + "\nok")
+
+
+@main.command(context_settings=STRUCTURE_OPTIONS)
+@click.argument("structure")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
+@click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Largest matrix side for the exact rank check.")  # fmt: skip
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the compute pattern as a PNG.")
+@click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
+@click.pass_context
+def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs: bool, rank_limit: int,
+             plot: Path | None, force: bool) -> None:  # fmt: skip
+    """Params, rank, FLOPs, family and compute pattern of one head of STRUCTURE.
+
+    STRUCTURE is a catalog name (see `einsearch list`) or a path to a .ein file. Every option the
+    structure declares can be set: --D 256, --T 1024, --s 2, --levels 8, --ranks 32,8,6,4, ...
+
+    \b
+    Examples:
+      einsearch describe btt --D 256
+      einsearch describe btt --D 256 --split research --s 2
+      einsearch describe mlr --levels 8 --T 1024 --D 512 --heads 8
+      einsearch describe swa --window 128 --json
+      einsearch describe mine.ein --plot pattern.png
+    """
+    from . import report
+    from .analyze import describe as analyze
+    from .analyze.formulas import formulas
+    from .analyze.pattern import distance_profile, pair_flops_grid
+
+    instance = resolve(structure, ctx.args)
+    if plot is not None:
+        check_plot_target(plot, force)
+    desc = analyze(instance, rank_limit=rank_limit)
+    symbolic = formulas(instance)
+    profile = distance_profile(instance)
+    if plot is not None:
+        from .plot import plot_pattern
+
+        plot_pattern(instance, profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
+    emit(
+        report.describe_json(desc, symbolic, profile, heads, macs),
+        as_json,
+        lambda: report.describe_text(desc, symbolic, profile, pair_flops_grid(instance), heads, macs),
+    )
+
+
+def check_plot_target(path: Path, force: bool) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        fail("--plot needs matplotlib: pip install 'einsearch[plot]'")
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        fail(f"{path.parent} is not a directory")
+
+
+if __name__ == "__main__":
+    main()
