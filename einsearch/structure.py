@@ -195,7 +195,7 @@ def symbol_order(program: Program) -> list[SymbolDecl]:
         deps = set()
         for expr in (decl.value, decl.length):
             if expr is not None:
-                deps |= _known_names(expr, program.symbols, decl)
+                deps |= _known_names(expr, program.symbols)
         graph[decl.name] = deps
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
@@ -206,11 +206,12 @@ def symbol_order(program: Program) -> list[SymbolDecl]:
     return [program.symbols[n] for n in order]
 
 
-def _known_names(expr, symbols: dict, decl: SymbolDecl | None = None, extra: set[str] = frozenset()) -> set[str]:
+def _known_names(expr, known) -> set[str]:
+    """The names ``expr`` reads; DSLError at the first one not in ``known``."""
     names = names_in(expr)
-    for name in names - set(symbols) - set(extra):
+    for name in sorted(names - set(known)):
         raise DSLError(f"unknown name '{name}'", _find_pos(expr, name))
-    return names - set(extra)
+    return names
 
 
 def _find_pos(expr, name: str) -> Pos:
@@ -301,7 +302,7 @@ class Resolver:
         return value
 
     def check_requirement(self, req: Require, env: dict[str, Value]) -> None:
-        _known_names(req.cond, self.program.symbols, extra=set(env))
+        _known_names(req.cond, set(env))
         if not evaluate(req.cond, env):
             shown = ", ".join(f"{n} = {env[n]}" for n in sorted(names_in(req.cond)) if n in env)
             why = f": {req.message}" if req.message else ""
@@ -310,7 +311,7 @@ class Resolver:
     def declared_sizes(self, decls, env: dict[str, Value]) -> dict[str, tuple[int, Pos]]:
         sizes = {}
         for decl in decls:
-            _known_names(decl.size, self.program.symbols, extra=set(env))
+            _known_names(decl.size, set(env))
             sizes[decl.name] = (self.size_value(decl, env), decl.pos)
         return sizes
 
@@ -335,7 +336,7 @@ class Resolver:
             if score.op == "=":
                 raise DSLError("inside a loop, add terms with `score += ...`", score.pos)
         for expr in (loop.start, loop.stop):
-            _known_names(expr, self.program.symbols, extra=set(self.env))
+            _known_names(expr, set(self.env))
         first, last = evaluate(loop.start, self.env), evaluate(loop.stop, self.env)
         if not (isinstance(first, int) and isinstance(last, int)) or last < first:
             raise DSLError(f"loop range {first}..{last} is empty or not whole numbers", loop.pos)
@@ -344,7 +345,7 @@ class Resolver:
         for value in range(first, last + 1):
             env = dict(self.env, **{loop.var: value})
             for let in loop.lets:
-                _known_names(let.value, self.program.symbols, extra=set(env))
+                _known_names(let.value, set(env))
                 env[let.name] = evaluate(let.value, env)
             for req in loop.requires:
                 self.check_requirement(req, env)
@@ -369,7 +370,7 @@ class Resolver:
         band = self.band(score, operands, env) if score.band else None
         scale = Fraction(1)
         if score.scale is not None:  # may read index sizes too: `scale 1/r`
-            _known_names(score.scale, self.program.symbols, extra=set(env) | set(sizes))
+            _known_names(score.scale, set(env) | set(sizes))
             scale = evaluate(score.scale, {**env, **sizes})
             if not isinstance(scale, (int, Fraction, float)) or isinstance(scale, bool):
                 raise DSLError(f"scale must be a number, got {scale!r}", score.scale.pos)
@@ -474,7 +475,7 @@ class Resolver:
                            f"{' '.join(key.axes[0])}, and needs them unsplit", band.pos)  # fmt: skip
         bounds = []
         for expr in (band.lo, band.hi):
-            _known_names(expr, self.program.symbols, extra=set(env))
+            _known_names(expr, set(env))
             value = evaluate(expr, env)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise DSLError(f"band bounds must be whole numbers, got {value}", band.pos)
