@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .analyze import Description
-from .analyze.formulas import Formulas
-from .analyze.pattern import Profile, heatmap
 from .structure import Instance, Structure
+
+if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check` fast)
+    from .analyze import Description
+    from .analyze.formulas import Formulas
+    from .analyze.pattern import Profile
 
 TAXONOMY_LINES = {
     "psi": "rank: log R / log D (1 = full rank)",
@@ -73,6 +75,8 @@ def describe_text(desc: Description, formulas: Formulas, profile: Profile, grid,
 
 def pattern_lines(profile: Profile, grid, unit: str, div: int) -> list[str]:
     """The compute pattern: one line when every pair costs the same, else a profile and a heatmap."""
+    from .analyze.pattern import heatmap
+
     if min(profile.flops) == max(profile.flops):
         return [f"pattern    uniform: every pair (t, u) costs {number(profile.flops[0] / div)} {unit}"]
     lines = [f"pattern    {unit} spent on pair (t, u), mean by distance |t - u|:"]
