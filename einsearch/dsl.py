@@ -19,8 +19,8 @@ token. An index shared by both uses of ``x`` and kept is a block pattern; ``wher
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 from .errors import DSLError, Pos
 from .expr import FUNCTIONS, Binary, Call, Expr, Item, ListLit, Name, Num, Unary
@@ -168,7 +168,7 @@ class Loop:
     pos: Pos
 
 
-Term = Union[Score, Loop]
+Term = Score | Loop
 
 
 @dataclass

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Union
+from typing import Any
 
 from .errors import DSLError, Pos
 
-Value = Union[int, Fraction, float, list, str]
+Value = int | Fraction | float | list | str
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class ListLit:
     pos: Pos
 
 
-Expr = Union[Num, Name, Item, Unary, Binary, Call, ListLit]
+Expr = Num | Name | Item | Unary | Binary | Call | ListLit
 
 ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add,

@@ -37,8 +37,10 @@ def einsum_string(inputs, output, letter: dict[str, str]) -> str:
 
 def named_einsum(inputs, output) -> str:
     """The same einsum with index names: ``(t i),(i r)->(t r)``, for people."""
+
     def group(idx):
         return " ".join(idx)
+
     return ", ".join(f"[{group(op)}]" for op in inputs) + f" -> [{group(output)}]"
 
 
@@ -95,7 +97,10 @@ class FeatureMap:
 
 
 def contraction_flops(inputs, output, sizes: dict[str, int], path) -> int:
-    """FLOPs of a pairwise contraction sequence: 2 x (product of every index a step touches)."""
+    """FLOPs of a pairwise contraction sequence, per step over every index it touches: 2 per
+    multiply-add when the step sums an index, 1 per multiply when it only multiplies (an outer
+    or elementwise product), 1 per add when a lone operand is summed, and 0 for a lone operand
+    already in shape."""
     operands = [tuple(op) for op in inputs]
     total = 0
     for step in path:
@@ -105,8 +110,9 @@ def contraction_flops(inputs, output, sizes: dict[str, int], path) -> int:
         rest = set(output).union(*operands)
         touched = set().union(*picked)
         kept = tuple(i for i in dict.fromkeys(idx for op in picked for idx in op) if i in rest)
-        if len(picked) > 1 or set(kept) != touched:  # a lone operand already in shape costs nothing
-            total += 2 * math.prod(sizes[i] for i in touched)
+        sums = set(kept) != touched
+        if len(picked) > 1 or sums:
+            total += (2 if sums and len(picked) > 1 else 1) * math.prod(sizes[i] for i in touched)
         operands.append(kept)
     return total
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from ..structure import Instance
 from .counts import Flops, feature_map_flops, params
-from .family import LevelFamily, level_family
 from .exact import exact_rank, rank_work
+from .family import LevelFamily, level_family
 from .rank import rank_bound
 
 __all__ = ["Description", "Taxonomy", "describe"]
@@ -47,7 +47,9 @@ def describe(instance: Instance, rank_limit: int = 1024) -> Description:
     taxonomy = None
     if instance.is_feature_structure and instance.D > 1:
         taxonomy = taxonomy_of(instance.D, n_params, flops.per_token // 2, numeric or bound)
-    return Description(instance, n_params, bound, numeric, flops, [level_family(lv) for lv in instance.levels], taxonomy)
+    return Description(
+        instance, n_params, bound, numeric, flops, [level_family(lv) for lv in instance.levels], taxonomy
+    )
 
 
 def taxonomy_of(D: int, params: int, macs_per_token: int, rank: int) -> Taxonomy:
