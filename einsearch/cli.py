@@ -74,6 +74,7 @@ def main() -> None:
       einsearch describe btt --D 256
       einsearch describe mlr --levels 8 --T 1024 --D 512 --heads 8
       einsearch describe my_structure.ein --json
+      einsearch plan mlr --T 1024 --D 512 --B 8
       einsearch check my_structure.ein
     """
 
@@ -165,6 +166,34 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
         as_json,
         lambda: report.describe_text(desc, symbolic, profile, pair_flops_grid(instance), heads, macs),
     )
+
+
+@main.command("plan", context_settings=STRUCTURE_OPTIONS)
+@click.argument("structure")
+@click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--alternatives", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Alternatives shown per level (--json lists all).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
+@click.pass_context
+def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alternatives: int, as_json: bool,
+                 macs: bool) -> None:  # fmt: skip
+    """How every score of STRUCTURE is computed: the chosen contraction steps per level, the
+    alternatives with their costs, and the speed-up over opt_einsum's path and the naive order.
+
+    \b
+    Examples:
+      einsearch plan mlr --T 1024 --D 512 --B 8
+      einsearch plan btt --D 256 --s 4
+      einsearch plan swa --T 4096 --window 128 --json
+    """
+    from . import report
+    from .plan import plan
+
+    instance = resolve(structure, ctx.args)
+    chosen = plan(instance, batch)
+    emit(report.plan_json(chosen, heads, macs), as_json, lambda: report.plan_text(chosen, heads, macs, alternatives))
 
 
 def check_plot_target(path: Path, force: bool) -> None:

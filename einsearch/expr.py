@@ -88,6 +88,8 @@ COMPARISON: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 LOGIC = {"and", "or"}
+MAX_FACTORED = 10**12  # sqrt_divisor searches up to sqrt(n) candidates
+MAX_BITS = 1 << 16  # a power larger than this many bits is an error, not a hang
 
 
 def sqrt_divisor(n: int, mode: str = "balanced") -> int:
@@ -95,14 +97,19 @@ def sqrt_divisor(n: int, mode: str = "balanced") -> int:
 
     ``balanced``: the largest divisor of n not above sqrt(n) (256 -> 16, 96 -> 8).
     ``research``: n / b with b the smallest divisor strictly above sqrt(n) (256 -> 8, 144 -> 9),
-    the rule of the paper's code.
+    the rule of the paper's code; that is the largest divisor a with a * a < n.
+    Both search down from sqrt(n), so n is limited to what that search does quickly.
     """
+    if mode not in ("balanced", "research"):
+        raise ValueError(f"unknown split mode {mode!r} (balanced or research)")
+    if n > MAX_FACTORED:
+        raise ValueError(f"{n} is too large to split (at most {MAX_FACTORED})")
     root = math.isqrt(n)
-    if mode == "balanced":
-        return next(d for d in range(root, 0, -1) if n % d == 0)
-    if mode == "research":
-        return n // next(d for d in range(root + 1, n + 1) if n % d == 0) if n > 1 else 1
-    raise ValueError(f"unknown split mode {mode!r} (balanced or research)")
+    if n == 0:
+        raise ValueError("0 has no split")
+    if mode == "research" and root * root == n and n > 1:
+        root -= 1  # b must be strictly above sqrt(n)
+    return next(d for d in range(root, 0, -1) if n % d == 0)
 
 
 def _log2(n: int) -> int:
@@ -166,7 +173,7 @@ def evaluate(expr: Expr, env: dict[str, Value]) -> Value:
         args = [evaluate(a, env) for a in expr.args]
         try:
             return _whole(FUNCTIONS[expr.func](*args))
-        except (ValueError, TypeError, StopIteration) as err:
+        except (ValueError, TypeError, StopIteration, ArithmeticError) as err:
             raise DSLError(f"{expr.func}(...) failed: {err}", expr.pos) from None
     raise TypeError(f"not an expression: {expr!r}")
 
@@ -179,15 +186,28 @@ def _binary(expr: Binary, env: dict[str, Value]) -> Value:
         return bool(evaluate(expr.right, env))
     right = evaluate(expr.right, env)
     if expr.op in COMPARISON:
-        return COMPARISON[expr.op](left, right)
+        try:
+            return COMPARISON[expr.op](left, right)
+        except TypeError:
+            raise DSLError(f"cannot compare {left!r} {expr.op} {right!r}", expr.pos) from None
     a, b = _number(left, expr.left.pos), _number(right, expr.right.pos)
     if expr.op in ("/", "//", "%") and b == 0:
         raise DSLError("division by zero", expr.pos)
     if expr.op == "^" and (b < 0 or not isinstance(b, int)):
         raise DSLError(f"exponent must be a whole number >= 0, got {b}", expr.pos)
-    if expr.op == "^" and b > 4096:
-        raise DSLError(f"exponent {b} is too large", expr.pos)
-    return _whole(ARITHMETIC[expr.op](a, b))
+    if expr.op == "^" and (b > 4096 or _bits(a) * b > MAX_BITS):
+        raise DSLError(f"exponent {b} is too large here", expr.pos)
+    try:
+        return _whole(ARITHMETIC[expr.op](a, b))
+    except ArithmeticError as err:  # a float out of range, as in sqrt(2) ^ 4000
+        raise DSLError(f"{expr.op} failed: {err}", expr.pos) from None
+
+
+def _bits(value: int | Fraction | float) -> int:
+    """Roughly how many bits a power of ``value`` grows by per unit of exponent."""
+    if isinstance(value, Fraction):
+        return max(value.numerator.bit_length(), value.denominator.bit_length())
+    return value.bit_length() if isinstance(value, int) else 0
 
 
 def _number(value: Value, pos: Pos) -> int | Fraction | float:

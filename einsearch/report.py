@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check`
     from .analyze import Description
     from .analyze.formulas import Formulas
     from .analyze.pattern import Profile
+    from .plan import Plan, Schedule
 
 TAXONOMY_LINES = {
     "psi": "rank: log R / log D (1 = full rank)",
@@ -62,7 +63,12 @@ def describe_text(desc: Description, formulas: Formulas, profile: Profile, grid,
                  "   (map one query and one key token)")  # fmt: skip
     lines.append(f"           per pair  {number(f.per_pair / div)}   (mean over all T x T pairs)")
     total = f"   ({number(f.score * heads / div)} for {heads} heads)" if heads > 1 else ""
-    lines.append(f"           score     {number(f.score / div)}  = {formulas.score / div}   (all T x T scores){total}")
+    score = f"           score     {number(f.score / div)}"
+    if f.score == f.scored_pairs:
+        lines.append(f"{score}  = {formulas.score / div}   (all T x T scores){total}")
+    else:
+        lines.append(f"{score}   (all T x T scores, as `einsearch plan` computes them){total}")
+        lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.score / div}")
     if desc.taxonomy is not None:
         lines.append("")
         for n, key in enumerate(("psi", "omega", "nu")):
@@ -122,8 +128,9 @@ def describe_json(desc: Description, formulas: Formulas, profile: Profile, heads
             "per_token": desc.flops.per_token // div,
             "per_pair": desc.flops.per_pair / div,
             "score": desc.flops.score // div,
+            "scored_pairs": desc.flops.scored_pairs // div,
             "per_token_formula": str(formulas.per_token / div),
-            "score_formula": str(formulas.score / div),
+            "scored_pairs_formula": str(formulas.score / div),
         },
         "totals": {"params": desc.params * heads, "score": desc.flops.score * heads // div},
         "levels": [
@@ -159,3 +166,96 @@ def structure_summary(structure: Structure, instance: Instance) -> list[str]:
         lines.append(f"  {level.number}: {level.written()}")
     lines.append("factors: " + ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in instance.factor_shapes.items()))
     return lines
+
+
+def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
+    """The chosen steps of every level, the best alternatives, and the speed-ups."""
+    inst = plan.instance
+    unit, div = unit_scale(macs)
+    lines = [f"{inst.structure.name}: {inst.structure.doc}", f"sizes   {sizes_text(inst)}",
+             f"counts  one head, B = {plan.batch} sequences; {unit}" + ("" if macs else " = 2 per multiply-add"),
+             "cost    estimate = FLOPs + 4 x bytes moved (float32); chosen: the lowest estimate within "
+             "opt_einsum's FLOPs", ""]  # fmt: skip
+    for lp in plan.levels:
+        chosen = lp.chosen
+        lines.append(f"level {lp.level.number}: {chosen.name}")
+        width = max(len(step.written()) for step in chosen.steps)
+        for step in chosen.steps:
+            shape = "x".join(str(chosen.sizes[i]) for i in step.output.indices)
+            lines.append(f"    {step.written():<{width}}  {shape:>16}  {number(step.flops / div):>15} {unit}")
+        others = [s for s in lp.candidates if s is not chosen][:alternatives]
+        if others:
+            lines.append("    alternatives:")
+        for other in others:
+            lines.append(f"      {number(other.flops / div):>15} {unit}  x{other.estimate / chosen.estimate:<6.2f} "
+                         f"largest {number(other.largest):>12}  {other.name}")  # fmt: skip
+        lines.append("")
+    per_heads = f"   ({number(plan.flops * heads / div)} for {heads} heads)" if heads > 1 else ""
+    lines += [
+        f"total       {number(plan.flops / div)} {unit}{per_heads}",
+        f"largest     {number(plan.largest)} elements written by one step",
+        f"bytes moved {number(plan.bytes)} (float32)",
+        baseline("opt_einsum", plan.opt_einsum_flops, plan, unit, div),
+        baseline("naive", plan.naive_flops, plan, unit, div),
+    ]
+    return "\n".join(lines)
+
+
+def baseline(label: str, flops: int, plan: Plan, unit: str, div: int) -> str:
+    """``opt_einsum  1,234 FLOPs: the plan does x5.98 fewer``, the ratio to three digits."""
+    ratio = number(float(f"{flops / plan.flops:.3g}"))
+    verdict = "the same" if flops == plan.flops else f"x{ratio} fewer"
+    return f"{label:<11} {number(flops / div)} {unit}: the plan does {verdict}"
+
+
+def plan_json(plan: Plan, heads: int, macs: bool) -> dict:
+    inst = plan.instance
+    unit, div = unit_scale(macs)
+    return {
+        "structure": inst.structure.name,
+        "sizes": inst.values,
+        "batch": plan.batch,
+        "heads": heads,
+        "units": f"{unit} ({'1 per' if macs else '2 per'} multiply-add); one head, {plan.batch} sequences; "
+        "elements; bytes of float32",
+        "flops": plan.flops // div,
+        "opt_einsum_flops": plan.opt_einsum_flops // div,
+        "naive_flops": plan.naive_flops // div,
+        "speedup_vs_opt_einsum": plan.opt_einsum_flops / plan.flops,
+        "speedup_vs_naive": plan.naive_flops / plan.flops,
+        "largest": plan.largest,
+        "bytes": plan.bytes,
+        "totals": {"flops": plan.flops * heads // div},
+        "levels": [
+            {
+                "level": lp.level.number,
+                "chosen": schedule_json(lp.chosen, div, steps=True),
+                "alternatives": [schedule_json(s, div) for s in lp.candidates if s is not lp.chosen],
+            }
+            for lp in plan.levels
+        ],
+    }
+
+
+def schedule_json(schedule: Schedule, div: int, steps: bool = False) -> dict:
+    found = {
+        "name": schedule.name,
+        "layout": schedule.layout,
+        "fused": schedule.fused,
+        "flops": schedule.flops // div,
+        "largest": schedule.largest,
+        "bytes": schedule.bytes,
+        "estimate": schedule.estimate,
+    }
+    if steps:
+        found["steps"] = [
+            {
+                "step": step.written(),
+                "kind": step.kind,
+                "shape": [schedule.sizes[i] for i in step.output.indices],
+                "flops": step.flops // div,
+                "elements": schedule.elements(step.output),
+            }
+            for step in schedule.steps
+        ]
+    return found

@@ -20,6 +20,7 @@ from .errors import DSLError, Pos
 from .expr import Value, evaluate, names_in
 
 INPUT = "x"
+MAX_LEVELS = 4096  # the most values a loop or a list parameter may have
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,10 @@ def load(path: str | Path) -> Structure:
 def from_text(text: str, source: str = "<input>", name: str = "structure") -> Structure:
     program = parse(text, source)
     structure = Structure(name, program)
-    check_static(structure)
+    try:
+        check_static(structure)
+    except DSLError as err:
+        raise err.located(source) from None
     return structure
 
 
@@ -292,6 +296,9 @@ class Resolver:
 
     def list_value(self, decl: SymbolDecl, value: Value, origin: str) -> list:
         length = evaluate(decl.length, self.env)
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= MAX_LEVELS:
+            raise DSLError(f"the length of {decl.name} must be a whole number from 0 to {MAX_LEVELS}, got {length}",
+                           decl.pos)  # fmt: skip
         if not isinstance(value, list):
             value = [value] * length  # one number stands for every entry
         if len(value) != length:
@@ -340,6 +347,8 @@ class Resolver:
         first, last = evaluate(loop.start, self.env), evaluate(loop.stop, self.env)
         if not (isinstance(first, int) and isinstance(last, int)) or last < first:
             raise DSLError(f"loop range {first}..{last} is empty or not whole numbers", loop.pos)
+        if last - first >= MAX_LEVELS:
+            raise DSLError(f"loop range {first}..{last} has more than {MAX_LEVELS} values", loop.pos)
         if loop.var in self.env or loop.var in self.program.indices:
             raise DSLError(f"loop variable '{loop.var}' is already defined", loop.pos)
         for value in range(first, last + 1):
@@ -374,6 +383,8 @@ class Resolver:
             scale = evaluate(score.scale, {**env, **sizes})
             if not isinstance(scale, (int, Fraction, float)) or isinstance(scale, bool):
                 raise DSLError(f"scale must be a number, got {scale!r}", score.scale.pos)
+            if abs(scale) > 1e300:  # float() of it would overflow
+                raise DSLError("scale is out of range", score.scale.pos)
         level = Level(len(self.levels) + 1, tuple(operands), sizes, float(scale), band, term_no, loop_value)
         self.levels.append(level)
 

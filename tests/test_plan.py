@@ -57,7 +57,8 @@ def test_plan_never_above_opt_einsum(batch):
         assert p.flops <= p.opt_einsum_flops, (name, options)
         assert p.flops <= p.naive_flops, (name, options)
         for lp in p.levels:
-            assert lp.chosen.flops == min(s.flops for s in lp.candidates)
+            eligible = [s for s in lp.candidates if s.flops <= lp.opt_einsum.flops]
+            assert lp.chosen.estimate == min(s.estimate for s in eligible)
 
 
 @pytest.mark.parametrize(
@@ -137,5 +138,5 @@ def test_band_schedules_only_touch_the_band():
     p = plan(catalog.find("swa").resolve({"T": 4096, "D": 256, "r": 64, "window": 128}))
     chosen = p.levels[0].chosen
     assert chosen.layout == "band"
-    masked = next(s for s in p.levels[0].candidates if s.layout == "masked" and s.name.startswith(chosen.name[:30]))
-    assert chosen.flops < masked.flops / 5
+    assert chosen.band.chunk == 129  # the window's width: the fewest FLOPs by far gather a window per query
+    assert chosen.largest < 4096 * 4096 // 8

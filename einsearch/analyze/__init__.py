@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..plan import plan
 from ..structure import Instance
 from .counts import Flops, feature_map_flops, params
 from .exact import exact_rank, rank_work
@@ -42,7 +43,7 @@ def describe(instance: Instance, rank_limit: int = 1024) -> Description:
     """Counts of one head; the exact rank check runs when its matrix is at most ``rank_limit`` on a side."""
     bound = rank_bound(instance)
     numeric = exact_rank(instance, bound) if rank_work(instance, bound) <= rank_limit else None
-    flops = feature_map_flops(instance)
+    flops = feature_map_flops(instance, score=plan(instance).flops)
     n_params = params(instance)
     taxonomy = None
     if instance.is_feature_structure and instance.D > 1:

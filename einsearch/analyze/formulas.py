@@ -86,6 +86,13 @@ def pair_formula(level: Level, sizes: dict, T: sympy.Expr, band) -> sympy.Expr:
     if level.band is None:
         return T**2 / math.prod(sizes[i] for i in level.block_indices)
     lo, hi = band
+    n = math.prod(level.sizes[i] for i in level.query.axes[0])  # T at this instance
+    if level.band[0] > n - 1 or level.band[1] < 1 - n:
+        return sympy.Integer(0)  # the band misses every pair
+    if level.band[1] > n - 1:  # diagonals past the sequence hold no pairs: stop at T - 1
+        hi = T - 1
+    if level.band[0] < 1 - n:
+        lo = 1 - T
     total = sympy.Integer(0)
     if level.band[1] >= 0:  # diagonals t - u = d >= 0 hold T - d pairs
         start = 0 if level.band[0] < 0 else lo
