@@ -28,6 +28,9 @@ from .expr import FUNCTIONS, Binary, Call, Expr, Item, ListLit, Name, Num, Unary
 KEYWORDS = {"doc", "size", "param", "let", "choice", "index", "require", "sum", "score", "for", "in",
             "where", "scale", "and", "or", "not"}  # fmt: skip
 RESERVED = KEYWORDS | {"x"} | set(FUNCTIONS)
+MAX_NESTING = 40  # brackets, signs and powers inside one another (the parser recurses on each)
+MAX_DEPTH = 200  # an expression tree deeper than this would exhaust the stack when evaluated
+MAX_DIGITS = 1000  # longer number literals are surely a mistake (and int() refuses past 4300)
 
 TOKEN = re.compile(
     r"""(?P<space>[ \t]+)|(?P<comment>\#[^\n]*)|(?P<string>"[^"\n]*")|(?P<int>\d+)
@@ -69,7 +72,8 @@ def tokenize(text: str) -> Iterator[Token]:
         while col < len(line):
             m = TOKEN.match(line, col)
             if not m:
-                raise DSLError(f"unexpected character {line[col]!r}", Pos(line_no, col + 1))
+                what = "unterminated string" if line[col] == '"' else f"unexpected character {line[col]!r}"
+                raise DSLError(what, Pos(line_no, col + 1))
             kind, value = m.lastgroup, m.group()
             if kind == "op" and value in "([":
                 depth += 1
@@ -195,6 +199,7 @@ class Parser:
         self.tokens = list(tokenize(text))
         self.lines = text.splitlines()
         self.i = 0
+        self.nesting = 0  # expressions being parsed inside one another
         self.program = Program(source)
 
     # -- token helpers
@@ -452,7 +457,17 @@ class Parser:
 
     # -- expressions, lowest precedence first
     def expr(self) -> Expr:
-        return self.logical()
+        start = self.tok.pos
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise DSLError("this expression is nested too deeply", start)
+            expr = self.logical()
+        finally:
+            self.nesting -= 1
+        if self.nesting == 0 and _depth(expr) > MAX_DEPTH:  # evaluating it would exhaust the stack
+            raise DSLError("this expression is too long: split it with `let`", start)
+        return expr
 
     def logical(self) -> Expr:
         left = self.negation()
@@ -464,7 +479,7 @@ class Parser:
     def negation(self) -> Expr:
         if self.at("not"):
             op = self.take("not")
-            return Unary("not", self.negation(), op.pos)
+            return Unary("not", self.nested(self.negation), op.pos)
         return self.comparison()
 
     def comparison(self) -> Expr:
@@ -491,19 +506,31 @@ class Parser:
     def unary(self) -> Expr:
         if self.at("-"):
             op = self.take("-")
-            return Unary("-", self.unary(), op.pos)
+            return Unary("-", self.nested(self.unary), op.pos)
         return self.power()
 
     def power(self) -> Expr:
         base = self.atom()
         if self.at("^") or self.at("**"):
             op = self.take(kind="op")
-            return Binary("^", base, self.unary(), op.pos)  # right-associative
+            return Binary("^", base, self.nested(self.unary), op.pos)  # right-associative
         return base
+
+    def nested(self, parse):
+        """``parse()`` one level deeper: chains like ``- - - 1`` or ``2^2^2`` recurse too."""
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise DSLError("this expression is nested too deeply", self.tok.pos)
+            return parse()
+        finally:
+            self.nesting -= 1
 
     def atom(self) -> Expr:
         tok = self.tok
         if tok.kind == "int":
+            if len(tok.text) > MAX_DIGITS:
+                raise DSLError(f"this number has more than {MAX_DIGITS} digits", tok.pos)
             self.i += 1
             return Num(int(tok.text), tok.pos)
         if self.accept("("):
@@ -534,6 +561,18 @@ class Parser:
             items.append(self.expr())
         self.take("]", what="',' or ']'")
         return ListLit(tuple(items), start.pos)
+
+
+def _depth(expr: Expr) -> int:
+    """How deep an expression tree is, without recursion."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = [getattr(node, a) for a in ("index", "operand", "left", "right") if hasattr(node, a)]
+        children += list(getattr(node, "args", ()) or getattr(node, "items", ()))
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def describe_token(tok: Token) -> str:

@@ -89,7 +89,8 @@ COMPARISON: dict[str, Callable[[Any, Any], bool]] = {
 }
 LOGIC = {"and", "or"}
 MAX_FACTORED = 10**12  # sqrt_divisor searches up to sqrt(n) candidates
-MAX_BITS = 1 << 16  # a power larger than this many bits is an error, not a hang
+MAX_BITS = 8192  # a number larger than this many bits is an error (no size or count is that large)
+MAX_POWER_BITS = 1 << 16  # a power that would grow past this many bits is refused before it is tried
 
 
 def sqrt_divisor(n: int, mode: str = "balanced") -> int:
@@ -195,12 +196,15 @@ def _binary(expr: Binary, env: dict[str, Value]) -> Value:
         raise DSLError("division by zero", expr.pos)
     if expr.op == "^" and (b < 0 or not isinstance(b, int)):
         raise DSLError(f"exponent must be a whole number >= 0, got {b}", expr.pos)
-    if expr.op == "^" and (b > 4096 or _bits(a) * b > MAX_BITS):
+    if expr.op == "^" and (b > 4096 or _bits(a) * b > MAX_POWER_BITS):
         raise DSLError(f"exponent {b} is too large here", expr.pos)
     try:
-        return _whole(ARITHMETIC[expr.op](a, b))
+        result = _whole(ARITHMETIC[expr.op](a, b))
     except ArithmeticError as err:  # a float out of range, as in sqrt(2) ^ 4000
         raise DSLError(f"{expr.op} failed: {err}", expr.pos) from None
+    if _bits(result) > MAX_BITS:
+        raise DSLError(f"this number has more than {MAX_BITS} bits", expr.pos)
+    return result
 
 
 def _bits(value: int | Fraction | float) -> int:

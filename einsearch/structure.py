@@ -254,6 +254,11 @@ class Resolver:
         self.check_overrides()
         for decl in symbol_order(self.program):
             self.env[decl.name] = self.symbol_value(decl)
+        for name in ("T", "D"):  # x is T x D, whatever kind of symbol declares them
+            value = self.env[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DSLError(f"{name} must be a positive whole number (x is T x D), got {value!r}",
+                               self.program.symbols[name].pos)  # fmt: skip
         for req in self.program.requires:
             self.check_requirement(req, self.env)
         base_sizes = self.declared_sizes(self.program.indices.values(), self.env)
