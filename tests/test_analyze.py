@@ -22,7 +22,7 @@ import itertools
 import math
 import re
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import opt_einsum
@@ -84,7 +84,8 @@ SMALL = {
     "kronecker": [{"T": 16, "D": 36}, {"T": 16, "D": 48}],
     "bilinear-mlr": [{"T": 16, "D": 64, "levels": 4, "ranks": [2, 2, 1, 1]}, {"T": 16, "D": 32, "levels": 3,
                                                                              "ranks": [3, 2, 1]}],
-    "mlr": [{"T": 64, "D": 32, "levels": 4, "ranks": [2, 1, 1, 1]}, {"T": 32, "D": 16, "levels": 3, "ranks": [4, 2, 1]}],
+    "mlr": [{"T": 64, "D": 32, "levels": 4, "ranks": [2, 1, 1, 1]},
+            {"T": 32, "D": 16, "levels": 3, "ranks": [4, 2, 1]}],
     "swa": [{"T": 32, "D": 16, "r": 3, "window": 4}, {"T": 24, "D": 8, "r": 2, "window": 0}],
     "global-swa": [{"T": 32, "D": 16, "rg": 2, "rw": 3, "window": 5},
                    {"T": 20, "D": 12, "rg": 1, "rw": 1, "window": 19}],
@@ -416,7 +417,7 @@ def step_cost(union: frozenset, kept: frozenset, operands: int, sizes: dict[str,
 def brute_side_cost(inputs: list[tuple[str, ...]], output: tuple[str, ...], sizes: dict[str, int]) -> int:
     """Cheapest pairwise contraction order (every order tried), then the lone result to the output."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(ops: tuple[frozenset, ...]) -> int:
         if len(ops) == 1:
             return step_cost(ops[0], frozenset(output), 1, sizes)
@@ -508,8 +509,10 @@ def test_side_flops_equal_opt_einsum_cost(name, sizes):
             inputs = [token.axes[1]] + [level.operands[i].indices for i in side.factors]
             names = list(dict.fromkeys(i for op in inputs for i in op))
             letter = {n: chr(ord("a") + k) for k, n in enumerate(names)}
-            eq = ",".join("".join(letter[i] for i in op) for op in inputs) + "->" + "".join(
-                letter[i] for i in side.output
+            eq = (
+                ",".join("".join(letter[i] for i in op) for op in inputs)
+                + "->"
+                + "".join(letter[i] for i in side.output)
             )
             shapes = [tuple(level.sizes[i] for i in op) for op in inputs]
             _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="optimal")
@@ -757,8 +760,24 @@ score = x[t, i] Q[i, a] K[j, a] x[u, j]  where {lo} <= t - u <= {hi}
 """
 
 
-@pytest.mark.parametrize("lo,hi", [(0, 3), (-2, 3), (1, 4), (-3, -1), (0, 0), (-5, 5), (2, 20), (-30, -4), (-40, 40),
-                                   (0, 7), (-7, 12), (14, 20), (-20, -14)])
+@pytest.mark.parametrize(
+    "lo,hi",
+    [
+        (0, 3),
+        (-2, 3),
+        (1, 4),
+        (-3, -1),
+        (0, 0),
+        (-5, 5),
+        (2, 20),
+        (-30, -4),
+        (-40, 40),
+        (0, 7),
+        (-7, 12),
+        (14, 20),
+        (-20, -14),
+    ],
+)
 @pytest.mark.parametrize("T", [8, 13])
 def test_band_counts_and_formula(lo, hi, T):
     inst = resolve_text(BAND_TEXT.format(T=T, lo=lo, hi=hi))

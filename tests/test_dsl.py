@@ -73,7 +73,7 @@ def test_catalog_default_values():
     assert catalog.find("btt").resolve().values == {"T": 1024, "D": 256, "s": 1, "split": "balanced", "a": 16, "b": 16}
     mlr = catalog.find("mlr").resolve()
     assert mlr.values["ranks"] == [32, 8, 6, 4, 4, 4, 4, 2]
-    assert [level.blocks for level in mlr.levels] == [2 ** (l - 1) for l in range(1, 9)]
+    assert [level.blocks for level in mlr.levels] == [2 ** (level - 1) for level in range(1, 9)]
     assert [level.sizes["r"] for level in mlr.levels] == [32, 8, 6, 4, 4, 4, 4, 2]
     assert [level.scale for level in mlr.levels] == [1 / r for r in [32, 8, 6, 4, 4, 4, 4, 2]]
     assert [op.name for op in mlr.levels[2].factors] == ["Q_3", "K_3"]
@@ -145,7 +145,9 @@ def test_unknown_index():
 
 
 def test_factor_shape_mismatch():
-    text = HEAD + "index r: 4, q: 2\nscore = x[t, i] A[i, r] B[j, r] x[u, j]\nscore += x[t, i] A[i, q] B[j, q] x[u, j]\n"
+    text = (
+        HEAD + "index r: 4, q: 2\nscore = x[t, i] A[i, r] B[j, r] x[u, j]\nscore += x[t, i] A[i, q] B[j, q] x[u, j]\n"
+    )
     assert_error(error(text), 5, 18, "size mismatch: A is 16 x 2 here but 16 x 4 at line 4")
 
 
@@ -282,7 +284,9 @@ def test_missing_score():
 def test_other_syntax_errors():
     assert_error(error("size = 3\n"), 1, 6, "expected a symbol name, found '='")
     assert_error(error(HEAD + "score x[t, i]\n"), 3, 7, "expected '=' or '+=' after score, found 'x'")
-    assert_error(error(HEAD + "score = x[t, i W[i, j] x[u, j]\n"), 3, 16, "expected ',' or ']' in the axes of x, found 'W'")
+    assert_error(
+        error(HEAD + "score = x[t, i W[i, j] x[u, j]\n"), 3, 16, "expected ',' or ']' in the axes of x, found 'W'"
+    )
     assert_error(error(HEAD + "size T = 9\n" + SCORE), 3, 6, "'T' is already defined at line 1")
     assert_error(error("size T = 8\n" + SCORE), 1, 1, "declare `size D = ...`: x is T x D (sequence x features)")
     assert_error(error(HEAD + "size a = foo(2)\n" + SCORE), 3, 10, "unknown function foo(); known: "
@@ -291,7 +295,8 @@ def test_other_syntax_errors():
 
 def test_positions_inside_a_loop():
     text = HEAD + "param ranks[2] = [4, 2]\nfor l in 1..2:\n    index r: ranks[l], g: 2^(l-1)\n" \
-        "    score += x[(g t), i] Q[i, r] K[j, r] x[(g u), j]  scale 1/r\n    score += x[t, i] V[i, q] x[u, j]\n"  # fmt: skip
+        "    score += x[(g t), i] Q[i, r] K[j, r] x[(g u), j]  scale 1/r\n" \
+        "    score += x[t, i] V[i, q] x[u, j]\n"  # fmt: skip
     assert_error(error(text), 7, 27, "index q has no size: declare it with `index q: ...`")
     text = HEAD.replace("8", "6") + "for l in 1..3:\n    index g: 2^(l-1)\n" \
         "    score += x[(g t), i] W[i, j] x[(g u), j]\n"  # fmt: skip
@@ -422,7 +427,11 @@ TOKENS = [
     "\n    ", "    ", "\t", " ", "x[t, i]", "x[u, j]", "W[i, j]", "x[(g t), i]", "x[t, (a b)]", "t - u",
     "sqrt_divisor(D, split)", "isqrt(", "min(", "len(", "2^(l-1)", "ranks[l]", "$", "\r", "\x0c",
 ]  # fmt: skip
-HEADERS = ["", HEAD, "size T = 16\nsize D = 16\nsize a = 4\nparam ranks[2] = [2, 1]\nchoice split = balanced | research\n"]
+HEADERS = [
+    "",
+    HEAD,
+    "size T = 16\nsize D = 16\nsize a = 4\nparam ranks[2] = [2, 1]\nchoice split = balanced | research\n",
+]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -432,7 +441,7 @@ def test_random_token_text(header, tokens):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="sizeTD=12 \n[](),:x^-+*/\"#\tscoreWijtu.", max_size=80))
+@given(st.text(alphabet='sizeTD=12 \n[](),:x^-+*/"#\tscoreWijtu.', max_size=80))
 def test_random_characters(text):
     check_outcome(text)
 
