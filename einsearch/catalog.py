@@ -32,6 +32,6 @@ def find(name_or_path: str) -> Structure:
         return load(path)
     candidate = catalog_dir() / f"{name_or_path}{SUFFIX}"
     if not candidate.is_file():
-        raise DSLError(f"no structure named '{name_or_path}' (catalog: {', '.join(names())}; or give a path "
-                       f"to a {SUFFIX} file)", source="einsearch")  # fmt: skip
+        raise DSLError(f"no catalog structure of this name (catalog: {', '.join(names())}; or give a path "
+                       f"to a {SUFFIX} file)", source=name_or_path)  # fmt: skip
     return load(candidate)

@@ -168,13 +168,19 @@ def structure_summary(structure: Structure, instance: Instance) -> list[str]:
     return lines
 
 
+def sequences(batch: int) -> str:
+    return f"B = {batch} sequence" + ("s" if batch > 1 else "")
+
+
 def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
     """The chosen steps of every level, the best alternatives, and the speed-ups."""
+    from .plan import BALANCE
+
     inst = plan.instance
     unit, div = unit_scale(macs)
     lines = [f"{inst.structure.name}: {inst.structure.doc}", f"sizes   {sizes_text(inst)}",
-             f"counts  one head, B = {plan.batch} sequences; {unit}" + ("" if macs else " = 2 per multiply-add"),
-             "cost    estimate = FLOPs + 4 x bytes moved (float32); chosen: the lowest estimate within "
+             f"counts  one head, {sequences(plan.batch)}; {unit}" + ("" if macs else " = 2 per multiply-add"),
+             f"cost    estimate = FLOPs + {BALANCE} x bytes moved (float32); chosen: the lowest estimate within "
              "opt_einsum's FLOPs", ""]  # fmt: skip
     for lp in plan.levels:
         chosen = lp.chosen
@@ -216,7 +222,7 @@ def plan_json(plan: Plan, heads: int, macs: bool) -> dict:
         "sizes": inst.values,
         "batch": plan.batch,
         "heads": heads,
-        "units": f"{unit} ({'1 per' if macs else '2 per'} multiply-add); one head, {plan.batch} sequences; "
+        "units": f"{unit} ({'1 per' if macs else '2 per'} multiply-add); one head, {sequences(plan.batch)}; "
         "elements; bytes of float32",
         "flops": plan.flops // div,
         "opt_einsum_flops": plan.opt_einsum_flops // div,

@@ -93,7 +93,7 @@ def test_find_by_path_and_missing(tmp_path):
     assert structure.name == "mine" and structure.source == str(path)
     with pytest.raises(DSLError, match="no such file"):
         catalog.find(str(tmp_path / "absent.ein"))
-    with pytest.raises(DSLError, match="no structure named 'nosuch'"):
+    with pytest.raises(DSLError, match="no catalog structure of this name"):
         catalog.find("nosuch")
 
 
