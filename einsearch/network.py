@@ -35,30 +35,12 @@ def einsum_string(inputs, output, letter: dict[str, str]) -> str:
     return f"{lhs}->{''.join(letter[i] for i in output)}"
 
 
-def named_einsum(inputs, output) -> str:
-    """The same einsum with index names: ``(t i),(i r)->(t r)``, for people."""
-
-    def group(idx):
-        return " ".join(idx)
-
-    return ", ".join(f"[{group(op)}]" for op in inputs) + f" -> [{group(output)}]"
-
-
 def pair_count(level: Level, T: int) -> int:
     """How many (t, u) pairs of a T x T score matrix this level scores."""
     if level.band is not None:
         lo, hi = level.band
         return sum(max(0, min(hi, t) - max(lo, t - T + 1) + 1) for t in range(T))
     return T * T // level.blocks
-
-
-def pair_mask(level: Level, t: int, u: int, T: int) -> bool:
-    """Whether the level scores pair (t, u): same block, inside the band."""
-    if level.band is not None:
-        lo, hi = level.band
-        return lo <= t - u <= hi
-    block = T // level.blocks
-    return t // block == u // block
 
 
 @dataclass(frozen=True)
