@@ -157,7 +157,7 @@ def structure_summary(structure: Structure, instance: Instance) -> list[str]:
     lines = [f"{structure.name}: {structure.doc or '(no doc line)'}", "options:"]
     for decl in structure.options:
         default = "|".join(decl.choices) if decl.kind == "choice" else _value(instance.values[decl.name])
-        lines.append(f"  --{decl.name:<10} {default:<24} {decl.doc}")
+        lines.append(f"  --{decl.name:<10} {default:<24} {decl.doc}".rstrip())
     derived = [d for d in structure.program.symbols.values() if not d.is_option]
     if derived:
         lines.append("derived: " + "  ".join(f"{d.name}={_value(instance.values[d.name])}" for d in derived))

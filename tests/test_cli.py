@@ -130,7 +130,6 @@ def test_errors_name_the_users_file(tmp_path):
 
 
 def test_plot_and_force(tmp_path):
-    pytest.importorskip("matplotlib")
     target = tmp_path / "pattern.png"
     code, _, _ = run("describe", "swa", "--T", "64", "--window", "8", "--plot", str(target))
     assert code == 0 and target.read_bytes().startswith(b"\x89PNG")
@@ -141,6 +140,13 @@ def test_plot_and_force(tmp_path):
     assert code == 0 and target.read_bytes().startswith(b"\x89PNG")
     code, _, err = run("describe", "swa", "--plot", str(tmp_path / "missing" / "p.png"))
     assert code == 2 and "is not a directory" in err
+
+
+def test_plot_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes ``import matplotlib`` fail
+    code, _, err = run("describe", "swa", "--plot", str(tmp_path / "p.png"))
+    assert code == 2 and "pip install 'einsearch[plot]'" in err
+    assert not (tmp_path / "p.png").exists()
 
 
 def python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
