@@ -19,11 +19,11 @@ token. An index shared by both uses of ``x`` and kept is a block pattern; ``wher
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .errors import DSLError, Pos
-from .expr import FUNCTIONS, Binary, Call, Expr, Item, ListLit, Name, Num, Unary
+from .expr import FUNCTIONS, Binary, Call, Expr, Item, ListLit, Name, Num, Unary, walk
 
 KEYWORDS = {"doc", "size", "param", "let", "choice", "index", "require", "sum", "score", "for", "in",
             "where", "scale", "and", "or", "not"}  # fmt: skip
@@ -465,7 +465,8 @@ class Parser:
             expr = self.logical()
         finally:
             self.nesting -= 1
-        if self.nesting == 0 and _depth(expr) > MAX_DEPTH:  # evaluating it would exhaust the stack
+        # evaluating (recursively) a deeper tree would exhaust the stack
+        if self.nesting == 0 and max(depth for _, depth in walk(expr)) > MAX_DEPTH:
             raise DSLError("this expression is too long: split it with `let`", start)
         return expr
 
@@ -516,7 +517,7 @@ class Parser:
             return Binary("^", base, self.nested(self.unary), op.pos)  # right-associative
         return base
 
-    def nested(self, parse):
+    def nested(self, parse: Callable[[], Expr]) -> Expr:
         """``parse()`` one level deeper: chains like ``- - - 1`` or ``2^2^2`` recurse too."""
         self.nesting += 1
         try:
@@ -561,18 +562,6 @@ class Parser:
             items.append(self.expr())
         self.take("]", what="',' or ']'")
         return ListLit(tuple(items), start.pos)
-
-
-def _depth(expr: Expr) -> int:
-    """How deep an expression tree is, without recursion."""
-    deepest, stack = 0, [(expr, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = [getattr(node, a) for a in ("index", "operand", "left", "right") if hasattr(node, a)]
-        children += list(getattr(node, "args", ()) or getattr(node, "items", ()))
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def describe_token(tok: Token) -> str:

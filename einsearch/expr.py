@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -69,6 +69,32 @@ class ListLit:
 
 
 Expr = Num | Name | Item | Unary | Binary | Call | ListLit
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The expressions directly inside ``expr``, left to right."""
+    if isinstance(expr, Item):
+        return (expr.index,)
+    if isinstance(expr, Unary):
+        return (expr.operand,)
+    if isinstance(expr, Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, Call):
+        return expr.args
+    if isinstance(expr, ListLit):
+        return expr.items
+    return ()
+
+
+def walk(expr: Expr) -> Iterator[tuple[Expr, int]]:
+    """Every node of ``expr`` with its depth (1 at the root), left to right, without recursion:
+    an expression may be deeper than Python's stack allows."""
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((child, depth + 1) for child in reversed(children(node)))
+
 
 ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add,
@@ -133,18 +159,7 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
 
 def names_in(expr: Expr) -> set[str]:
     """Every symbol name an expression reads (list names included)."""
-    if isinstance(expr, Name):
-        return {expr.name}
-    if isinstance(expr, Item):
-        return {expr.name} | names_in(expr.index)
-    if isinstance(expr, Unary):
-        return names_in(expr.operand)
-    if isinstance(expr, Binary):
-        return names_in(expr.left) | names_in(expr.right)
-    if isinstance(expr, (Call, ListLit)):
-        parts = expr.args if isinstance(expr, Call) else expr.items
-        return set().union(*(names_in(a) for a in parts)) if parts else set()
-    return set()
+    return {node.name for node, _ in walk(expr) if isinstance(node, (Name, Item))}
 
 
 def evaluate(expr: Expr, env: dict[str, Value]) -> Value:

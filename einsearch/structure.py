@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .dsl import Axis, IndexDecl, Loop, OperandRef, Program, Require, Score, SymbolDecl, parse
 from .errors import DSLError, Pos
-from .expr import Value, evaluate, names_in
+from .expr import Value, evaluate, names_in, walk
 
 INPUT = "x"
 MAX_LEVELS = 4096  # the most values a loop or a list parameter may have
@@ -220,16 +220,7 @@ def _known_names(expr, known) -> set[str]:
 
 def _find_pos(expr, name: str) -> Pos:
     """The position of the first use of ``name`` in ``expr`` (for error messages)."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if getattr(node, "name", None) == name:
-            return node.pos
-        for attr in ("index", "operand", "left", "right"):
-            if hasattr(node, attr):
-                stack.append(getattr(node, attr))
-        stack.extend(getattr(node, "args", ()) or getattr(node, "items", ()))
-    return expr.pos
+    return next((node.pos for node, _ in walk(expr) if getattr(node, "name", None) == name), expr.pos)
 
 
 # ---------------------------------------------------------------------------------------------

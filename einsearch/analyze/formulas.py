@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy
 
 from ..dsl import Loop, Score
-from ..expr import Call, to_sympy
+from ..expr import Call, to_sympy, walk
 from ..network import best_feature_map, contraction_flops
 from ..structure import INPUT, Instance, Level, symbol_order
 
@@ -39,14 +39,7 @@ def symbol_env(instance: Instance) -> dict[str, sympy.Basic]:
 
 
 def _calls(expr) -> bool:
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Call):
-            return True
-        stack.extend(getattr(node, a) for a in ("index", "operand", "left", "right") if hasattr(node, a))
-        stack.extend(getattr(node, "items", ()))
-    return False
+    return any(isinstance(node, Call) for node, _ in walk(expr))
 
 
 def relations(instance: Instance, env: dict) -> list[tuple[sympy.Expr, sympy.Expr]]:
