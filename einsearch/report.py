@@ -96,7 +96,12 @@ def rank_text(desc: Description) -> str:
     bound = f"cut bound {number(desc.rank_bound)}"
     if desc.rank_numeric is None:
         return f"{number(desc.rank_bound)}   ({bound}; too large for the exact check, raise --rank-limit)"
-    verdict = "agree" if desc.rank_numeric == desc.rank_bound else "DISAGREE"
+    if desc.rank_numeric == desc.rank_bound:
+        verdict = "agree"
+    elif desc.rank_numeric < desc.rank_bound:
+        verdict = "the bound is not tight here"
+    else:  # a true rank above a proven bound means the analysis is wrong
+        verdict = "ABOVE THE BOUND: please report this structure"
     return (f"{number(desc.rank)}   ({bound}; exact rank of a random instance {number(desc.rank_numeric)}: "
             f"{verdict})")  # fmt: skip
 

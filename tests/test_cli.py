@@ -65,6 +65,13 @@ def test_describe_matches_the_analyzer():
     assert [level["blocks"] for level in data["levels"]] == [1, 2, 4]
 
 
+def test_rank_line_says_how_bound_and_exact_rank_compare():
+    code, out, _ = run("describe", "btt", "--D", "64")
+    assert code == 0 and "exact rank of a random instance 64: agree" in out
+    code, out, _ = run("describe", "mlr", "--T", "64", "--D", "4", "--levels", "3", "--ranks", "4,4,4")
+    assert code == 0 and "rank       16   (cut bound 28; " in out and "the bound is not tight here" in out
+
+
 def test_macs_and_heads():
     flops = run_json("describe", "lowrank", "--D", "64")
     macs = run_json("describe", "lowrank", "--D", "64", "--macs")
