@@ -62,13 +62,13 @@ def describe_text(desc: Description, formulas: Formulas, profile: Profile, grid,
     lines.append(f"{unit.lower():<10} per token {number(f.per_token / div)}  = {formulas.per_token / div}"
                  "   (map one query and one key token)")  # fmt: skip
     lines.append(f"           per pair  {number(f.per_pair / div)}   (mean over all T x T pairs)")
-    total = f"   ({number(f.score * heads / div)} for {heads} heads)" if heads > 1 else ""
-    score = f"           score     {number(f.score / div)}"
-    if f.score == f.scored_pairs:
-        lines.append(f"{score}  = {formulas.score / div}   (all T x T scores){total}")
+    total = f"   ({number(desc.score * heads / div)} for {heads} heads)" if heads > 1 else ""
+    score = f"           score     {number(desc.score / div)}"
+    if desc.score == f.scored_pairs:
+        lines.append(f"{score}  = {formulas.scored_pairs / div}   (all T x T scores){total}")
     else:
         lines.append(f"{score}   (all T x T scores, as `einsearch plan` computes them){total}")
-        lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.score / div}")
+        lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.scored_pairs / div}")
     if desc.taxonomy is not None:
         lines.append("")
         for n, key in enumerate(("psi", "omega", "nu")):
@@ -132,12 +132,12 @@ def describe_json(desc: Description, formulas: Formulas, profile: Profile, heads
         "flops": {
             "per_token": desc.flops.per_token // div,
             "per_pair": desc.flops.per_pair / div,
-            "score": desc.flops.score // div,
+            "score": desc.score // div,
             "scored_pairs": desc.flops.scored_pairs // div,
             "per_token_formula": str(formulas.per_token / div),
-            "scored_pairs_formula": str(formulas.score / div),
+            "scored_pairs_formula": str(formulas.scored_pairs / div),
         },
-        "totals": {"params": desc.params * heads, "score": desc.flops.score * heads // div},
+        "totals": {"params": desc.params * heads, "score": desc.score * heads // div},
         "levels": [
             {
                 "einsum": level.written(),

@@ -489,7 +489,7 @@ def test_flops_against_brute_force_splits(name, sizes):
         total_token += cost
         total_pairs += pairs * pair
     assert flops.per_token == total_token
-    assert flops.score == total_score == T * total_token + total_pairs
+    assert flops.scored_pairs == total_score == T * total_token + total_pairs
     assert flops.per_pair == pytest.approx(total_pairs / T**2, rel=1e-12)
 
 
@@ -565,7 +565,7 @@ def expected_score(name: str, inst) -> int:
 @pytest.mark.parametrize("name,sizes", [c for c in SMALL_CASES if c.values[0] != "tt"])
 def test_score_flops_closed_forms(name, sizes):
     inst = resolve(name, sizes)
-    assert feature_map_flops(inst).score == expected_score(name, inst)
+    assert feature_map_flops(inst).scored_pairs == expected_score(name, inst)
 
 
 @pytest.mark.parametrize(
@@ -578,11 +578,11 @@ def test_mlr_score_formula(ranks, T, D):
     f = feature_map_flops(inst)
     assert f.per_token == 2 * 2 * D * sum(ranks)
     pairs = sum(Fraction(2 * T * T * r, 2 ** (n - 1)) for n, r in enumerate(ranks, 1))
-    assert f.score == T * f.per_token + pairs
+    assert f.scored_pairs == T * f.per_token + pairs
     # against a standard head of the same r = sum r_l: strictly cheaper whenever there are > 1 levels
     std = feature_map_flops(resolve("lowrank", {"T": T, "D": D, "r": sum(ranks)}))
     assert f.per_token == std.per_token
-    assert (f.score < std.score) == (len(ranks) > 1 and any(ranks[1:]))
+    assert (f.scored_pairs < std.scored_pairs) == (len(ranks) > 1 and any(ranks[1:]))
 
 
 def count_flops(fn) -> tuple[int, torch.Tensor]:
@@ -614,7 +614,7 @@ def test_flop_counter_lowrank(D, r, T):
 
     counted, scores = count_flops(run)
     check_against_reference(inst, x, f, scores)
-    assert counted == feature_map_flops(inst).score
+    assert counted == feature_map_flops(inst).scored_pairs
     assert counted == 4 * T * D * r + 2 * T * T * min(r, D)
 
 
@@ -624,7 +624,7 @@ def test_flop_counter_dense(D, T):
     f, x = torch_factors(inst), torch.from_numpy(reference.random_input(inst))
     counted, scores = count_flops(lambda: x @ (x @ f["W"].T).T)  # k_u = W x_u, then x_t . k_u
     check_against_reference(inst, x, f, scores)
-    assert counted == feature_map_flops(inst).score
+    assert counted == feature_map_flops(inst).scored_pairs
 
 
 @pytest.mark.parametrize("D,s,split,T", [(64, 1, "balanced", 16), (48, 1, "research", 8), (36, 2, "balanced", 8),
@@ -661,7 +661,7 @@ def test_flop_counter_btt(D, s, split, T):
         counts.append(counted)
     assert counts[0] == 2 * T * D * s * (a + b) + 2 * T * T * a * b * s
     assert counts[1] == 2 * T * D * s * (a + b) + 2 * T * T * D
-    assert feature_map_flops(inst).score == min(counts)
+    assert feature_map_flops(inst).scored_pairs == min(counts)
 
 
 @pytest.mark.parametrize("D,T,ranks", [(64, 16, [2, 2, 1, 1]), (32, 8, [8, 4, 4]), (16, 8, [8, 8])])
@@ -686,7 +686,7 @@ def test_flop_counter_bilinear_mlr(D, T, ranks):
         total += scores
         assert counted == 4 * T * D * r + 2 * T * T * min(D, p * r)
     check_against_reference(inst, x, f, total)
-    assert feature_map_flops(inst).score == counted_total
+    assert feature_map_flops(inst).scored_pairs == counted_total
 
 
 @pytest.mark.parametrize("D,T,ranks", [(16, 16, [2, 1, 1]), (32, 64, [4, 2, 2, 1])])
@@ -707,7 +707,7 @@ def test_flop_counter_mlr_blocks(D, T, ranks):
         counted_total += counted
         total += scores
     check_against_reference(inst, x, f, total)
-    assert feature_map_flops(inst).score == counted_total
+    assert feature_map_flops(inst).scored_pairs == counted_total
 
 
 @pytest.mark.parametrize("D,T", [(36, 8), (48, 16)])
@@ -724,7 +724,7 @@ def test_flop_counter_kronecker(D, T):
     counted, scores = count_flops(run)
     check_against_reference(inst, x, f, scores)
     assert counted == 2 * T * D * (a + b) + 2 * T * T * D
-    assert feature_map_flops(inst).score == counted
+    assert feature_map_flops(inst).scored_pairs == counted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -741,7 +741,7 @@ def test_formulas_evaluate_to_the_counts(name, sizes):
     pair_total = counts.per_pair * inst.T**2
     assert pair_total == int(pair_total)
     assert evaluate(f.pair, inst) == int(pair_total)
-    assert evaluate(f.score, inst) == counts.score
+    assert evaluate(f.scored_pairs, inst) == counts.scored_pairs
 
 
 @pytest.mark.parametrize("name", ["btt", "kronecker", "monarch"])
@@ -783,10 +783,10 @@ def test_band_counts_and_formula(lo, hi, T):
     inst = resolve_text(BAND_TEXT.format(T=T, lo=lo, hi=hi))
     pairs = sum(1 for t in range(T) for u in range(T) if lo <= t - u <= hi)
     flops = feature_map_flops(inst)
-    assert flops.score == T * 4 * 6 * 2 + pairs * 2 * 2
+    assert flops.scored_pairs == T * 4 * 6 * 2 + pairs * 2 * 2
     f = formulas(inst)
     assert evaluate(f.pair, inst) == pairs * 2 * 2
-    assert evaluate(f.score, inst) == flops.score
+    assert evaluate(f.scored_pairs, inst) == flops.scored_pairs
 
 
 @pytest.mark.parametrize("window", [31, 32, 40])
@@ -795,8 +795,8 @@ def test_swa_window_at_least_T(window):
     T, D, r = 32, 8, 2
     inst = resolve("swa", {"T": T, "D": D, "r": r, "window": window})
     causal = T * (T + 1) // 2
-    assert feature_map_flops(inst).score == 4 * T * D * r + 2 * r * causal
-    assert evaluate(formulas(inst).score, inst) == feature_map_flops(inst).score
+    assert feature_map_flops(inst).scored_pairs == 4 * T * D * r + 2 * r * causal
+    assert evaluate(formulas(inst).scored_pairs, inst) == feature_map_flops(inst).scored_pairs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ class Description:
     rank_bound: int
     rank_numeric: int | None  # None when the matrix is too large to check
     flops: Flops
+    score: int  # all T x T scores of one sequence, as the optimizer's plan computes them
     levels: list[LevelFamily]
     taxonomy: Taxonomy | None
 
@@ -43,14 +44,13 @@ def describe(instance: Instance, rank_limit: int = 1024) -> Description:
     """Counts of one head; the exact rank check runs when its matrix is at most ``rank_limit`` on a side."""
     bound = rank_bound(instance)
     numeric = exact_rank(instance, bound) if rank_work(instance, bound) <= rank_limit else None
-    flops = feature_map_flops(instance, score=plan(instance).flops)
+    flops = feature_map_flops(instance)
     n_params = params(instance)
     taxonomy = None
     if instance.is_feature_structure and instance.D > 1:
         taxonomy = taxonomy_of(instance.D, n_params, flops.per_token // 2, numeric or bound)
-    return Description(
-        instance, n_params, bound, numeric, flops, [level_family(lv) for lv in instance.levels], taxonomy
-    )
+    families = [level_family(lv) for lv in instance.levels]
+    return Description(instance, n_params, bound, numeric, flops, plan(instance).flops, families, taxonomy)
 
 
 def taxonomy_of(D: int, params: int, macs_per_token: int, rank: int) -> Taxonomy:

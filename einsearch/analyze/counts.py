@@ -15,8 +15,7 @@ class Flops:
 
     per_token: int  # map one query token and one key token through their factors (all levels)
     per_pair: float  # mean over all T x T pairs of the pair dot products
-    score: int  # all T x T scores from X (T x D), no mask, as the optimizer's plan computes them
-    scored_pairs: int  # the feature-map form counting only the pairs the pattern scores
+    scored_pairs: int  # every token's maps, then one dot product per pair the pattern scores
 
 
 def params(instance: Instance) -> int:
@@ -24,12 +23,10 @@ def params(instance: Instance) -> int:
     return sum(math.prod(shape) for shape in instance.factor_shapes.values())
 
 
-def feature_map_flops(instance: Instance, score: int | None = None) -> Flops:
-    """Counts of the feature-map form: per-token maps, then one dot product per scored pair;
-    ``score`` is the plan's total where one is known (it defaults to that form's own)."""
+def feature_map_flops(instance: Instance) -> Flops:
+    """Counts of the feature-map form: per-token maps, then one dot product per scored pair."""
     T = instance.T
     maps = [best_feature_map(level, T) for level in instance.levels]
     per_token = sum(fm.per_token_flops() for fm in maps)
     pair_total = sum(pair_count(lv, T) * fm.pair_flops(lv) for lv, fm in zip(instance.levels, maps))
-    scored_pairs = T * per_token + pair_total
-    return Flops(per_token, pair_total / T**2, scored_pairs if score is None else score, scored_pairs)
+    return Flops(per_token, pair_total / T**2, T * per_token + pair_total)

@@ -23,7 +23,7 @@ class Formulas:
     params: sympy.Expr
     per_token: sympy.Expr
     pair: sympy.Expr  # FLOPs of all scored pairs
-    score: sympy.Expr
+    scored_pairs: sympy.Expr  # every token's maps plus the pairs (Flops.scored_pairs)
     splits: tuple[str, ...]  # how derived sizes factor a whole one: "D = a*b = 16 x 16"
 
 
@@ -151,8 +151,8 @@ def formulas(instance: Instance) -> Formulas:
             parts[key].append(value)
     folds = relations(instance, env)
     result = {k: _tidy(sum(v, sympy.Integer(0)), folds) for k, v in parts.items()}
-    score = _tidy(T * result["per_token"] + result["pair"], folds)
-    return Formulas(result["params"], result["per_token"], result["pair"], score, _splits(folds, instance))
+    scored_pairs = _tidy(T * result["per_token"] + result["pair"], folds)
+    return Formulas(result["params"], result["per_token"], result["pair"], scored_pairs, _splits(folds, instance))
 
 
 def _splits(folds, instance: Instance) -> tuple[str, ...]:
