@@ -223,7 +223,8 @@ def _binary(expr: Binary, env: dict[str, Value]) -> Value:
 
 
 def _bits(value: int | Fraction | float) -> int:
-    """Roughly how many bits a power of ``value`` grows by per unit of exponent."""
+    """How many bits ``value`` takes (the larger part of a fraction; 0 for a float): what a power
+    of it grows by per unit of exponent, and what a result may hold at most."""
     if isinstance(value, Fraction):
         return max(value.numerator.bit_length(), value.denominator.bit_length())
     return value.bit_length() if isinstance(value, int) else 0

@@ -121,6 +121,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class LevelPlan:
+    """One level's choice, with what it was chosen from and the two baselines it is measured by."""
+
     level: Level
     chosen: Schedule
     candidates: tuple[Schedule, ...]  # every schedule considered, by the cost model (chosen included)

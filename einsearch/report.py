@@ -198,8 +198,9 @@ def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
         if others:
             lines.append("    alternatives:")
         for other in others:
-            lines.append(f"      {number(other.flops / div):>15} {unit}  x{other.estimate / chosen.estimate:<6.2f} "
-                         f"largest {number(other.largest):>12}  {other.name}")  # fmt: skip
+            slower = ratio(other.estimate, chosen.estimate)
+            lines.append(f"      {number(other.flops / div):>18} {unit}  estimate x{slower:<7} "
+                         f"largest {number(other.largest):>13}  {other.name}")  # fmt: skip
         lines.append("")
     per_heads = f"   ({number(plan.flops * heads / div)} for {heads} heads)" if heads > 1 else ""
     lines += [
@@ -212,10 +213,14 @@ def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
     return "\n".join(lines)
 
 
+def ratio(a: int, b: int) -> str:
+    """``a / b`` to three significant digits, with thousands separators: 1.26, 5,400."""
+    return number(float(f"{a / b:.3g}"))
+
+
 def baseline(label: str, flops: int, plan: Plan, unit: str, div: int) -> str:
     """``opt_einsum  1,234 FLOPs: the plan does x5.98 fewer``, the ratio to three digits."""
-    ratio = number(float(f"{flops / plan.flops:.3g}"))
-    verdict = "the same" if flops == plan.flops else f"x{ratio} fewer"
+    verdict = "the same" if flops == plan.flops else f"x{ratio(flops, plan.flops)} fewer"
     return f"{label:<11} {number(flops / div)} {unit}: the plan does {verdict}"
 
 

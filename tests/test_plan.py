@@ -32,6 +32,20 @@ def test_small_cases_cover_the_catalog():
     assert sorted(SMALL) == sorted(catalog.names())
 
 
+@pytest.mark.parametrize("B, T, D, r", [(1, 1024, 256, 64), (8, 512, 128, 16)])
+def test_lowrank_plan_numbers_by_hand(B, T, D, r):
+    """Every number `einsearch plan` prints for a standard head, from its three matmuls."""
+    p = plan(catalog.find("lowrank").resolve({"T": T, "D": D, "r": r}), B)
+    chosen = p.levels[0].chosen
+    assert chosen.name == "feature maps (q: WQ | k: WK)"
+    assert p.flops == p.opt_einsum_flops == 2 * (2 * B * T * D * r) + 2 * B * T * T * r
+    assert p.naive_flops == 2 * B * T * T * D * D * r  # every index at once: n t u i j a
+    assert p.largest == B * T * T
+    maps = 2 * (B * T * D + D * r + B * T * r)  # each map reads x and its factor, writes q or k
+    assert p.bytes == 4 * (maps + 2 * B * T * r + B * T * T)  # then reads q and k, writes s
+    assert chosen.estimate == p.flops + 4 * p.bytes
+
+
 def grid():
     """Catalog structures over T in 16..16384, D in 64..4096, s and levels varied."""
     for T in (16, 256, 4096, 16384):

@@ -46,7 +46,6 @@ def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
     with k = bound + 8 a bound that is too low still shows, while big low-rank matrices stay
     cheap.
     """
-
     x, factors = random_integers(instance, seed)
     matrix = reference.structure_matrix(instance, x, factors, scaled=False)
     side = matrix.shape[0]
