@@ -218,6 +218,11 @@ def _known_names(expr, known) -> set[str]:
     return names
 
 
+def is_whole(value: Value) -> bool:
+    """An int, and not a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _find_pos(expr, name: str) -> Pos:
     """The position of the first use of ``name`` in ``expr`` (for error messages)."""
     return next((node.pos for node, _ in walk(expr) if getattr(node, "name", None) == name), expr.pos)
@@ -247,7 +252,7 @@ class Resolver:
             self.env[decl.name] = self.symbol_value(decl)
         for name in ("T", "D"):  # x is T x D, whatever kind of symbol declares them
             value = self.env[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_whole(value) or value < 1:
                 raise DSLError(f"{name} must be a positive whole number (x is T x D), got {value!r}",
                                self.program.symbols[name].pos)  # fmt: skip
         for req in self.program.requires:
@@ -284,7 +289,7 @@ class Resolver:
             if decl.kind == "size":
                 raise DSLError(f"size {decl.name} must be a number, got a list{origin}", decl.pos)
             return value
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not is_whole(value):
             raise DSLError(f"{decl.name} = {value} is not a whole number{origin}", decl.pos)
         if decl.kind == "size" and value < 1:
             raise DSLError(f"size {decl.name} = {value} must be positive{origin}", decl.pos)
@@ -292,7 +297,7 @@ class Resolver:
 
     def list_value(self, decl: SymbolDecl, value: Value, origin: str) -> list:
         length = evaluate(decl.length, self.env)
-        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= MAX_LEVELS:
+        if not is_whole(length) or not 0 <= length <= MAX_LEVELS:
             raise DSLError(f"the length of {decl.name} must be a whole number from 0 to {MAX_LEVELS}, got {length}",
                            decl.pos)  # fmt: skip
         if not isinstance(value, list):
@@ -323,7 +328,7 @@ class Resolver:
         value = evaluate(decl.size, env)
         if isinstance(value, (Fraction, float)):
             raise DSLError(f"index {decl.name} has size {value}, which is not a whole number", decl.pos)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not is_whole(value):
             raise DSLError(f"index {decl.name} needs a number for its size, got {value!r}", decl.pos)
         if value < 1:
             raise DSLError(f"index {decl.name} has size {value}: sizes must be positive", decl.pos)
@@ -484,7 +489,7 @@ class Resolver:
         for expr in (band.lo, band.hi):
             _known_names(expr, set(env))
             value = evaluate(expr, env)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not is_whole(value):
                 raise DSLError(f"band bounds must be whole numbers, got {value}", band.pos)
             bounds.append(value)
         if bounds[0] > bounds[1]:
