@@ -22,7 +22,7 @@ import torch
 
 from einsearch import catalog
 from einsearch.interpret import run
-from einsearch.plan import plan
+from einsearch.planner import plan
 
 CASES = [
     ("lowrank", {"T": 2048, "D": 256, "r": 64}, 4),

@@ -1,1 +1,91 @@
-"""einsearch: structured attention scoring functions as einsums: describe, plan, search, generate."""
+"""einsearch: structured attention scoring functions as einsums: describe, plan, search, generate.
+
+The library under the ``einsearch`` command, in the spirit of ``opt_einsum.contract_path``: each
+call returns data that also prints as the command's report.
+
+>>> import einsearch
+>>> btt = einsearch.load("btt")                 # a catalog name, or a path to a .ein file
+>>> instance = btt.resolve({"D": 256}, s=2)     # every option fixed: sizes, levels, factors
+>>> d = einsearch.describe(instance)
+>>> d.params, d.rank
+(16384, 256)
+>>> d.to_dict()["flops"]["per_token"] == d.flops.per_token
+True
+>>> p = einsearch.plan(instance, batch=8)
+>>> p.flops == 8 * einsearch.plan(instance).flops
+True
+
+Heavy modules load on first use, so ``import einsearch`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import DSLError, EinsearchError, NotFoundError, OptionError
+from .structure import Instance, Level, Operand, Structure
+
+if TYPE_CHECKING:
+    from .analyze import Description
+    from .planner import Balanced, Plan
+
+__all__ = [
+    "FLOPS",
+    "Balanced",
+    "DSLError",
+    "Description",
+    "EinsearchError",
+    "Instance",
+    "Level",
+    "NotFoundError",
+    "Operand",
+    "OptionError",
+    "Plan",
+    "Structure",
+    "catalog_names",
+    "describe",
+    "load",
+    "plan",
+]
+
+
+def load(name_or_path: str) -> Structure:
+    """A catalog structure by name (``"btt"``), or a ``.ein`` file by path."""
+    from .catalog import find
+
+    return find(str(name_or_path))
+
+
+def catalog_names() -> list[str]:
+    """The names of the catalog's structures."""
+    from .catalog import names
+
+    return names()
+
+
+def describe(instance: Instance, *, rank_limit: int | None = None, cost: Balanced | None = None) -> Description:
+    """Params, rank, FLOPs (from the plan), family and compute pattern of one head of ``instance``."""
+    from .analyze import describe as analyze
+    from .analyze.exact import RANK_LIMIT
+    from .planner import DEFAULT_COST
+
+    return analyze(instance, rank_limit=RANK_LIMIT if rank_limit is None else rank_limit, cost=cost or DEFAULT_COST)
+
+
+def plan(instance: Instance, batch: int = 1, cost: Balanced | None = None) -> Plan:
+    """How every score of one head is computed for ``batch`` sequences (``cost``: the cost model)."""
+    from .planner import DEFAULT_COST
+    from .planner import plan as make_plan
+
+    return make_plan(instance, batch, cost or DEFAULT_COST)
+
+
+def __getattr__(name: str) -> Any:
+    """``Plan``, ``Description``, ``Balanced`` and ``FLOPS`` without importing them up front."""
+    if name in ("Plan", "Balanced", "FLOPS"):
+        from . import planner as module
+    elif name == "Description":
+        from . import analyze as module
+    else:
+        raise AttributeError(f"module 'einsearch' has no attribute {name!r}")
+    return getattr(module, name)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from difflib import get_close_matches
 from pathlib import Path
 
-from .errors import DSLError
+from .errors import NotFoundError
 from .structure import Structure, load
 
 SUFFIX = ".ein"
@@ -24,14 +26,29 @@ def names() -> list[str]:
 
 
 def find(name_or_path: str) -> Structure:
-    """Loads a catalog structure by name, or any ``.ein`` file by path."""
+    """Loads a catalog structure by name, or any ``.ein`` file by path.
+
+    A name with the ``.ein`` suffix or a path separator, or that exists, is a path; anything
+    else a catalog name. NotFoundError when it leads to no structure file (naming the catalog
+    structures closest to a mistyped name); DSLError when the file cannot be read or parsed.
+    """
+    if not name_or_path:
+        raise NotFoundError("''", f"give a catalog name (see `einsearch list`) or a path to a {SUFFIX} file")
     path = Path(name_or_path)
-    if path.suffix == SUFFIX or path.exists():
-        if not path.is_file():
-            raise DSLError("no such file", source=name_or_path)
-        return load(path)
+    separators = {"/", os.sep, os.altsep} - {None}
+    if path.suffix == SUFFIX or any(s in name_or_path for s in separators) or os.path.lexists(name_or_path):
+        try:
+            return load(path)
+        except NotFoundError as err:
+            if err.message == "no such file" and str(path) == path.name and path.stem in names():
+                raise NotFoundError(name_or_path, f"no such file (for the catalog structure, write just "
+                                    f"{path.stem})") from None  # fmt: skip
+            raise
     candidate = catalog_dir() / f"{name_or_path}{SUFFIX}"
     if not candidate.is_file():
-        raise DSLError(f"no catalog structure of this name (catalog: {', '.join(names())}; or give a path "
-                       f"to a {SUFFIX} file)", source=name_or_path)  # fmt: skip
+        lowered = name_or_path.lower()
+        close = [n for n in names() if n == lowered] or get_close_matches(lowered, names(), 3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise NotFoundError(name_or_path, f"no catalog structure of this name{hint} (catalog: {', '.join(names())}; "
+                            f"or give a path to a {SUFFIX} file)")  # fmt: skip
     return load(candidate)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from . import catalog
-from .errors import DSLError
+from .errors import DSLError, EinsearchError
+from .options import parse_structure_options
 from .structure import Instance
 
 STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
-INTEGER = re.compile(r"-?\d+$")
 
 
 def fail(message: str) -> None:
@@ -25,37 +23,11 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def parse_value(text: str) -> Any:
-    """``8`` -> 8, ``32,8,6`` -> [32, 8, 6], anything else stays a string (a choice)."""
-    parts = text.split(",")
-    if all(INTEGER.match(p.strip()) for p in parts):
-        values = [int(p) for p in parts]
-        return values if len(parts) > 1 else values[0]
-    return text
-
-
-def parse_structure_options(args: list[str]) -> dict[str, Any]:
-    """``--D 256 --ranks 32,8`` (or ``--D=256``) into {'D': 256, 'ranks': [32, 8]}."""
-    options: dict[str, Any] = {}
-    rest = list(args)
-    while rest:
-        arg = rest.pop(0)
-        if not arg.startswith("--") or arg == "--":
-            fail(f"unexpected argument {arg!r}: structure options are written --NAME VALUE")
-        name, _, value = arg[2:].partition("=")
-        if not value:
-            if not rest or (rest[0].startswith("--") and not INTEGER.match(rest[0])):
-                fail(f"option --{name} needs a value")
-            value = rest.pop(0)
-        options[name] = parse_value(value)
-    return options
-
-
 def resolve(name: str, args: list[str]) -> Instance:
     """Loads a structure by catalog name or path and fixes its options; errors exit with 2."""
     try:
         return catalog.find(name).resolve(parse_structure_options(args))
-    except DSLError as err:
+    except EinsearchError as err:
         fail(str(err))
 
 
@@ -110,9 +82,9 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
     instance = resolve(structure, ctx.args)
     summary = structure_summary(instance.structure, instance)
     payload = {
-        "structure": instance.structure.name,
-        "source": instance.structure.source,
-        "doc": instance.structure.doc,
+        "structure": instance.name,
+        "source": instance.source,
+        "doc": instance.doc,
         "options": {d.name: instance.values[d.name] for d in instance.structure.options},
         "sizes": instance.values,
         "levels": [level.written() for level in instance.levels],
@@ -127,12 +99,13 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
 @click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="Largest matrix side for the exact rank check.")  # fmt: skip
+              help="Largest matrix side for the exact rank check (above it, a bound).")  # fmt: skip
+@click.option("--full-pattern", is_flag=True, help="With --json: the compute pattern at every distance.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the compute pattern as a PNG.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 @click.pass_context
 def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs: bool, rank_limit: int,
-             plot: Path | None, force: bool) -> None:  # fmt: skip
+             full_pattern: bool, plot: Path | None, force: bool) -> None:  # fmt: skip
     """Params, rank, FLOPs, family and compute pattern of one head of STRUCTURE.
 
     STRUCTURE is a catalog name (see `einsearch list`) or a path to a .ein file. Every option the
@@ -146,26 +119,18 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
       einsearch describe swa --window 128 --json
       einsearch describe mine.ein --plot pattern.png
     """
-    from . import report
-    from .analyze import describe as analyze
-    from .analyze.formulas import formulas
-    from .analyze.pattern import distance_profile, pair_flops_grid
+    from . import describe as analyze
 
     instance = resolve(structure, ctx.args)
     if plot is not None:
         check_plot_target(plot, force)
     desc = analyze(instance, rank_limit=rank_limit)
-    symbolic = formulas(instance)
-    profile = distance_profile(instance)
     if plot is not None:
+        from .analyze.pattern import pair_flops_grid
         from .plot import plot_pattern
 
-        plot_pattern(instance, profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
-    emit(
-        report.describe_json(desc, symbolic, profile, heads, macs),
-        as_json,
-        lambda: report.describe_text(desc, symbolic, profile, pair_flops_grid(instance), heads, macs),
-    )
+        plot_pattern(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
+    emit(desc.to_dict(heads, macs, full_pattern), as_json, lambda: desc.text(heads, macs))
 
 
 @main.command("plan", context_settings=STRUCTURE_OPTIONS)
@@ -176,9 +141,11 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
               help="Alternatives shown per level (--json lists all).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
+@click.option("--cost", type=click.Choice(["balanced", "flops"]), default="balanced", show_default=True,
+              help="Cost model: FLOPs + 4 x bytes moved, or FLOPs alone.")  # fmt: skip
 @click.pass_context
 def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alternatives: int, as_json: bool,
-                 macs: bool) -> None:  # fmt: skip
+                 macs: bool, cost: str) -> None:  # fmt: skip
     """How every score of STRUCTURE is computed: the chosen contraction steps per level, the
     alternatives with their costs, and the speed-up over opt_einsum's path and the naive order.
 
@@ -188,12 +155,13 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
       einsearch plan btt --D 256 --s 4
       einsearch plan swa --T 4096 --window 128 --json
     """
-    from . import report
-    from .plan import plan
+    from . import plan
+    from .planner import DEFAULT_COST, FLOPS
+    from .report import plan_text
 
     instance = resolve(structure, ctx.args)
-    chosen = plan(instance, batch)
-    emit(report.plan_json(chosen, heads, macs), as_json, lambda: report.plan_text(chosen, heads, macs, alternatives))
+    chosen = plan(instance, batch, FLOPS if cost == "flops" else DEFAULT_COST)
+    emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
 
 
 def check_plot_target(path: Path, force: bool) -> None:

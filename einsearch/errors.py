@@ -1,7 +1,12 @@
-"""The one error type users see: a message tied to a place in a structure file."""
+"""The errors users see. Each one is a single line that says what is wrong and where.
+
+``EinsearchError`` is the root: the command line prints any of them as ``einsearch: error: ...``
+and exits with status 2, and a library caller can catch them all with one ``except``.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -13,10 +18,15 @@ class Pos:
     col: int
 
 
-class DSLError(Exception):
-    """A problem in a structure file (or in the options given for it).
+class EinsearchError(Exception):
+    """Anything wrong with what the user gave (a file, a name, an option); never a bug of ours."""
 
-    Rendered as ``file:line:col: message``, the form compilers use, so editors can jump to it.
+
+class DSLError(EinsearchError):
+    """A problem in a structure file: its text, or a value it derives from its defaults.
+
+    Rendered as ``file:line:col: message``, the form compilers use, so editors can jump to it
+    (or ``file: message`` when no position applies, e.g. a file that cannot be read).
     """
 
     def __init__(self, message: str, pos: Pos | None = None, source: str = "<input>"):
@@ -32,3 +42,37 @@ class DSLError(Exception):
     def __str__(self) -> str:
         where = f"{self.source}:{self.pos.line}:{self.pos.col}" if self.pos else self.source
         return f"{where}: {self.message}"
+
+
+class OptionError(EinsearchError):
+    """A bad option value (``--ranks a,b``), named as the user wrote it rather than by a position in
+    a file they may never have opened (a catalog file).
+
+    Rendered ``--NAME: message``; a message that already names ``--NAME`` is shown as it is, and
+    ``option`` is None for a stray argument that is no option at all.
+    """
+
+    def __init__(self, option: str | None, message: str):
+        super().__init__(message)
+        self.option = None if option is None else str(option)
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.option is None or re.search(rf"--{re.escape(self.option)}(?![\w-])", self.message):
+            return self.message
+        return f"--{self.option}: {self.message}"
+
+
+class NotFoundError(EinsearchError):
+    """A catalog name or path that leads to no structure file (missing, a directory, a FIFO, ...).
+
+    Rendered ``name: message``, naming what the user typed.
+    """
+
+    def __init__(self, source: str, message: str):
+        super().__init__(message)
+        self.source = source
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"

@@ -1,4 +1,4 @@
-"""Runs a plan with torch: each step as ``torch.einsum``, then the scores laid out as B x T x T.
+"""Runs a plan with torch: each step as written, then the scores laid out as B x T x T.
 
 This is the executable meaning of a plan (what ``generate`` compiles into a module), and the
 tests hold it to the reference materialisation. It builds dense T x T outputs on purpose: it is
@@ -7,57 +7,72 @@ for checking, not for speed.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .network import einsum_string, letters
-from .plan import Band, Plan, Schedule, Step, Tensor, fresh
-from .structure import Level
+from .planner import Band, Layout, Op, Plan, Schedule, Step, Tensor
+from .structure import Instance
 
-__all__ = ["level_scores", "run", "score_matrix"]
+__all__ = ["run", "schedule_scores", "score_matrix"]
 
 
 def score_matrix(plan: Plan, x: torch.Tensor, factors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """All scores, B x T x T, of input ``x`` (B x T x D): the sum of every level's chosen schedule."""
-    return sum(level_scores(lp.chosen, lp.level, x, factors) for lp in plan.levels)
+    """All scores, B x T x T, of input ``x`` (B x T x D): the sum of every schedule of the plan."""
+    return sum(schedule_scores(s, plan.instance, x, factors) for s in plan.schedules)
 
 
-def level_scores(schedule: Schedule, level: Level, x: torch.Tensor, factors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One level's B x T x T contribution: the schedule's scores, the pattern applied, scaled."""
+def schedule_scores(schedule: Schedule, instance: Instance, x: torch.Tensor, factors: dict[str, torch.Tensor]):
+    """The B x T x T contribution of the levels one schedule computes, scales and patterns applied."""
+    T = x.shape[1]
     scores = run(schedule, x, factors)
-    if schedule.layout == "band":
-        dense = unchunk(scores, schedule.band, x.shape[1])
+    if schedule.layout is Layout.BAND:
+        dense = [unchunk(scores[0], schedule.band, T)]
+    elif schedule.layout is Layout.NESTED:
+        dense = [nested_dense(s, schedule, T, depth) for depth, s in enumerate(scores, 1)]
     else:
-        dense = block_diagonal(scores, schedule, level)
-        if level.band is not None:
-            dense = dense * band_mask(level.band, x.shape[1], x.device)
-    return level.scale * dense
+        dense = [pairs_dense(s, schedule, T) for s in scores]
+    if schedule.layout is Layout.MASKED:
+        level = instance.levels[schedule.levels[0] - 1]
+        dense = [d * torch.from_numpy(level.pattern.mask(T)).to(d.device) for d in dense]
+    return sum(scale * d for scale, d in zip(schedule.scales, dense))
 
 
-def run(schedule: Schedule, x: torch.Tensor, factors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Executes the steps; returns the score tensor in the schedule's own layout."""
+def run(schedule: Schedule, x: torch.Tensor, factors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Executes the steps; returns the score tensors in the schedule's own layout."""
     values: dict[str, torch.Tensor] = dict(factors)
     for step in schedule.steps:
-        inputs = [_value(t, values, x, schedule.sizes) for t in step.inputs]
+        inputs = [_value(t, values, x, schedule) for t in step.inputs]
         values[step.output.name] = _execute(step, inputs, schedule, x.shape[1])
-    return values[schedule.scores.name]
+    return [_value(t, values, x, schedule) for t in schedule.scores]
 
 
-def _value(tensor: Tensor, values: dict[str, torch.Tensor], x: torch.Tensor, sizes: dict[str, int]) -> torch.Tensor:
+def _value(tensor: Tensor, values: dict[str, torch.Tensor], x: torch.Tensor, schedule: Schedule) -> torch.Tensor:
     """A step's input: ``x`` reshaped to its indices, a factor reshaped to its index sizes, or an
-    earlier result."""
+    earlier result (reshaped too: a result may be read with its sequence axis split)."""
     data = x if tensor.name == "x" else values[tensor.name]
-    return data.reshape([sizes[i] for i in tensor.indices])
+    return data.reshape([schedule.sizes[i] for i in tensor.indices])
 
 
 def _execute(step: Step, inputs: list[torch.Tensor], schedule: Schedule, T: int) -> torch.Tensor:
-    if step.kind == "chunk":
+    if step.op is Op.CHUNK:
         return chunk_queries(inputs[0], schedule.band, T)
-    if step.kind == "window":
+    if step.op is Op.WINDOW:
         return key_windows(inputs[0], schedule.band, T)
+    if step.op is Op.CONCAT:
+        return torch.cat([scale * t.reshape(t.shape[0], T, -1) for scale, t in zip(step.scales, inputs)], dim=-1)
+    if step.op is Op.SLICE:
+        return inputs[0][..., : schedule.sizes[step.output.indices[-1]]]
+    if step.op is Op.SIBLINGS:
+        return siblings(inputs[0], step.axis)
     letter = letters(i for t in (*step.inputs, step.output) for i in t.indices)
     return torch.einsum(einsum_string([t.indices for t in step.inputs], step.output.indices, letter), *inputs)
+
+
+def siblings(k: torch.Tensor, axis: int) -> torch.Tensor:
+    """k[..., h, ...] -> k[..., h, r, ...]: for each child block h, its siblings (h + r + 1) mod |h|."""
+    children = k.shape[axis]
+    picks = [torch.roll(k, shifts=-(r + 1), dims=axis) for r in range(children - 1)]
+    return torch.stack(picks, dim=axis + 1)
 
 
 def chunk_queries(q: torch.Tensor, band: Band, T: int) -> torch.Tensor:
@@ -93,23 +108,41 @@ def unchunk(scores: torch.Tensor, band: Band, T: int) -> torch.Tensor:
     return dense
 
 
-def block_diagonal(scores: torch.Tensor, schedule: Schedule, level: Level) -> torch.Tensor:
-    """Scores indexed [n, query seq, key seq] -> B x T x T: a block index shared by both sides
-    becomes a diagonal (pairs in other blocks are zero); a masked schedule keeps only that diagonal."""
-    head = schedule.scores.indices[: 1 + len(level.query.axes[0])]
-    if schedule.layout == "masked":  # the key side already carries its own copy of each block index
-        key_seq = schedule.scores.indices[len(head) :]
-    else:
-        key_seq = tuple(fresh(i + "'", level.sizes) if i in level.block_indices else i for i in level.key.axes[0])
-    copies = [(i, j) for i, j in zip(level.key.axes[0], key_seq) if i in level.block_indices]
-    eyes = [torch.eye(level.sizes[i], dtype=scores.dtype, device=scores.device) for i, _ in copies]
-    output = (*head, *key_seq)
-    inputs = [output if schedule.layout == "masked" else schedule.scores.indices, *copies]
+def pairs_dense(scores: torch.Tensor, schedule: Schedule, T: int) -> torch.Tensor:
+    """Scores indexed [n, query seq, key seq] -> B x T x T: an index on both sides is a block
+    index and becomes a block diagonal (pairs in different blocks are zero)."""
+    query_seq, key_seq = schedule.sequence
+    shared = [i for i in query_seq if i in key_seq]
+    copies = {i: i + "'" for i in shared}
+    output = ("n", *query_seq, *(copies.get(i, i) for i in key_seq))
+    stored = ("n", *query_seq, *(i for i in key_seq if i not in shared))
+    eyes = [torch.eye(schedule.sizes[i], dtype=scores.dtype, device=scores.device) for i in shared]
+    inputs = [stored, *((i, copies[i]) for i in shared)]
     letter = letters(i for idx in (*inputs, output) for i in idx)
     dense = torch.einsum(einsum_string(inputs, output, letter), scores, *eyes)
-    return dense.reshape(scores.shape[0], *[math.prod(level.sizes[i] for i in level.query.axes[0])] * 2)
+    return dense.reshape(scores.shape[0], T, T)
 
 
-def band_mask(band: tuple[int, int], T: int, device=None) -> torch.Tensor:
-    gap = torch.arange(T, device=device)[:, None] - torch.arange(T, device=device)
-    return (gap >= band[0]) & (gap <= band[1])
+def nested_dense(scores: torch.Tensor, schedule: Schedule, T: int, depth: int) -> torch.Tensor:
+    """One depth of a NESTED_BLOCKS schedule -> B x T x T: s[n, g, h, r, w, v] scores query
+    block (g, h) against its sibling (g, (h + r + 1) mod |h|); the finest depth s[n, g, w, v] its own block."""
+    n = scores.shape[0]
+    blocks = schedule.nesting.blocks
+    if depth == len(blocks):
+        return _finest(scores, T)
+    parents, children, _, width, _ = scores.shape[1:]
+    dense = scores.new_zeros(n, parents, children, width, parents, children, width)
+    g = torch.arange(parents)[:, None, None]
+    h = torch.arange(children)[None, :, None]
+    r = torch.arange(children - 1)[None, None, :]
+    dense[:, g, h, :, g, (h + r + 1) % children, :] = scores.permute(1, 2, 3, 0, 4, 5)
+    return dense.reshape(n, T, T)
+
+
+def _finest(scores: torch.Tensor, T: int) -> torch.Tensor:
+    """s[n, g, w, v] -> B x T x T: each block against itself."""
+    n, blocks, width, _ = scores.shape
+    dense = scores.new_zeros(n, blocks, width, blocks, width)
+    index = torch.arange(blocks)
+    dense[:, index, :, index, :] = scores.permute(1, 0, 2, 3)
+    return dense.reshape(n, T, T)

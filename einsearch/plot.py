@@ -24,7 +24,7 @@ def plot_pattern(instance: Instance, profile: Profile, grid: np.ndarray, path: P
     fig.colorbar(image, ax=left)
     right.plot(profile.distance, profile.flops)
     right.set(title="mean FLOPs by distance", xlabel="|t - u|", ylabel="FLOPs per pair", xscale="symlog")
-    fig.suptitle(f"{instance.structure.name}: compute pattern (2 FLOPs per multiply-add)")
+    fig.suptitle(f"{instance.name}: compute pattern (2 FLOPs per multiply-add)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

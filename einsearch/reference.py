@@ -38,10 +38,8 @@ def level_scores(level: Level, x: np.ndarray, factors: dict[str, np.ndarray], sc
     output = level.query.axes[0] + key_seq
     scores = _contract(level, factors, sizes, (level.query.axes[0], x), (key_seq, x), output, deltas)
     scores = scores.reshape(T, T)
-    if level.band is not None:
-        lo, hi = level.band
-        gap = np.subtract.outer(np.arange(T), np.arange(T))
-        scores = scores * ((gap >= lo) & (gap <= hi))
+    if level.band is not None:  # the blocks are already in the deltas; the band is a mask
+        scores = scores * level.pattern.mask(T)
     return level.scale * scores if scaled else scores
 
 

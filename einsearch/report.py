@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from .network import EXHAUSTIVE_SPLITS
 from .structure import Instance, Structure
 
 if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check` fast)
     from .analyze import Description
-    from .analyze.formulas import Formulas
     from .analyze.pattern import Profile
-    from .plan import Plan, Schedule
+    from .planner import LevelPlan, Plan, Schedule
 
 TAXONOMY_LINES = {
     "psi": "rank: log R / log D (1 = full rank)",
@@ -39,10 +39,13 @@ def unit_scale(macs: bool) -> tuple[str, int]:
     return ("MACs", 2) if macs else ("FLOPs", 1)
 
 
-def describe_text(desc: Description, formulas: Formulas, profile: Profile, grid, heads: int, macs: bool) -> str:
+def describe_text(desc: Description, heads: int = 1, macs: bool = False) -> str:
+    from .analyze.pattern import pair_flops_grid
+
     inst = desc.instance
     unit, div = unit_scale(macs)
-    lines = [f"{inst.structure.name}: {inst.structure.doc}", f"source  {inst.structure.source}", ""]
+    formulas = desc.formulas.divided(div)
+    lines = [f"{inst.name}: {inst.doc}", f"source  {inst.source}", ""]
     lines.append(f"sizes   {sizes_text(inst)}")
     lines.extend(f"split   {split}" for split in formulas.splits)
     lines.append(f"counts  one head, one sequence; {unit}" + ("" if macs else " = 2 per multiply-add"))
@@ -59,23 +62,26 @@ def describe_text(desc: Description, formulas: Formulas, profile: Profile, grid,
     lines.append(f"params     {number(desc.params)}  = {formulas.params}{total}")
     lines.append(f"rank       {rank_text(desc)}")
     f = desc.flops
-    lines.append(f"{unit.lower():<10} per token {number(f.per_token / div)}  = {formulas.per_token / div}"
+    lines.append(f"{unit.lower():<10} per token {number(f.per_token / div)}  = {formulas.per_token}"
                  "   (map one query and one key token)")  # fmt: skip
+    if f.factors:
+        lines.append(f"           factors   {number(f.factors / div)}  = {formulas.factors}"
+                     "   (factors multiplied together, once per head)")  # fmt: skip
     lines.append(f"           per pair  {number(f.per_pair / div)}   (mean over all T x T pairs)")
     total = f"   ({number(desc.score * heads / div)} for {heads} heads)" if heads > 1 else ""
     score = f"           score     {number(desc.score / div)}"
     if desc.score == f.scored_pairs:
-        lines.append(f"{score}  = {formulas.scored_pairs / div}   (all T x T scores){total}")
+        lines.append(f"{score}  = {formulas.scored_pairs}   (all T x T scores){total}")
     else:
         lines.append(f"{score}   (all T x T scores, as `einsearch plan` computes them){total}")
-        lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.scored_pairs / div}")
+        lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.scored_pairs}")
     if desc.taxonomy is not None:
         lines.append("")
         for n, key in enumerate(("psi", "omega", "nu")):
             head = "taxonomy" if n == 0 else ""
             lines.append(f"{head:<10} {key:<5} = {getattr(desc.taxonomy, key):.3f}   {TAXONOMY_LINES[key]}")
     lines.append("")
-    lines.extend(pattern_lines(profile, grid, unit, div))
+    lines.extend(pattern_lines(desc.profile, pair_flops_grid(inst), unit, div))
     return "\n".join(lines)
 
 
@@ -108,34 +114,39 @@ def rank_text(desc: Description) -> str:
 
 def profile_rows(profile: Profile, div: int) -> list[str]:
     """The profile at distances 0, 1, 2, 4, ... T-1: one line of `d: flops` pairs."""
-    T = len(profile.distance)
-    picks = sorted({0, T - 1, *(2**k for k in range(T.bit_length()) if 2**k < T)})
-    cells = [f"{d}: {number(profile.flops[d] / div)}" for d in picks]
+    at = dict(zip(profile.distance, profile.flops))
+    T = profile.distance[-1] + 1
+    picks = sorted({0, T - 1, *(2**k for k in range(T.bit_length()) if 2**k < T)} & set(at))
+    cells = [f"{d}: {number(at[d] / div)}" for d in picks]
     return [",  ".join(cells[i : i + 6]) for i in range(0, len(cells), 6)]
 
 
-def describe_json(desc: Description, formulas: Formulas, profile: Profile, heads: int, macs: bool) -> dict:
+def describe_json(desc: Description, heads: int = 1, macs: bool = False, full_pattern: bool = False) -> dict:
     inst = desc.instance
     unit, div = unit_scale(macs)
+    formulas = desc.formulas.divided(div)
+    profile = desc.profile
     return {
-        "structure": inst.structure.name,
-        "doc": inst.structure.doc,
-        "source": inst.structure.source,
+        "structure": inst.name,
+        "doc": inst.doc,
+        "source": inst.source,
         "units": f"{unit} ({'1 per' if macs else '2 per'} multiply-add); one head, one sequence",
         "sizes": inst.values,
         "heads": heads,
         "params": desc.params,
-        "params_formula": str(formulas.params),
+        "params_formula": formulas.params,
         "rank": desc.rank,
         "rank_bound": desc.rank_bound,
         "rank_exact": desc.rank_numeric,
         "flops": {
             "per_token": desc.flops.per_token // div,
+            "factors": desc.flops.factors // div,
             "per_pair": desc.flops.per_pair / div,
             "score": desc.score // div,
             "scored_pairs": desc.flops.scored_pairs // div,
-            "per_token_formula": str(formulas.per_token / div),
-            "scored_pairs_formula": str(formulas.scored_pairs / div),
+            "per_token_formula": formulas.per_token,
+            "factors_formula": formulas.factors,
+            "scored_pairs_formula": formulas.scored_pairs,
         },
         "totals": {"params": desc.params * heads, "score": desc.score * heads // div},
         "levels": [
@@ -178,30 +189,27 @@ def sequences(batch: int) -> str:
 
 
 def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
-    """The chosen steps of every level, the best alternatives, and the speed-ups."""
-    from .plan import BALANCE
-
+    """The chosen steps of every schedule, the best alternatives, and the speed-ups."""
     inst = plan.instance
     unit, div = unit_scale(macs)
-    lines = [f"{inst.structure.name}: {inst.structure.doc}", f"sizes   {sizes_text(inst)}",
+    lines = [f"{inst.name}: {inst.doc}", f"sizes   {sizes_text(inst)}",
              f"counts  one head, {sequences(plan.batch)}; {unit}" + ("" if macs else " = 2 per multiply-add"),
-             f"cost    estimate = FLOPs + {BALANCE} x bytes moved (float32); chosen: the lowest estimate within "
-             "opt_einsum's FLOPs", ""]  # fmt: skip
-    for lp in plan.levels:
-        chosen = lp.chosen
-        lines.append(f"level {lp.level.number}: {chosen.name}")
-        width = max(len(step.written()) for step in chosen.steps)
-        for step in chosen.steps:
-            shape = "x".join(str(chosen.sizes[i]) for i in step.output.indices)
-            lines.append(f"    {step.written():<{width}}  {shape:>16}  {number(step.flops / div):>15} {unit}")
-        others = [s for s in lp.candidates if s is not chosen][:alternatives]
-        if others:
-            lines.append("    alternatives:")
-        for other in others:
-            slower = ratio(other.estimate, chosen.estimate)
-            lines.append(f"      {number(other.flops / div):>18} {unit}  estimate x{slower:<7} "
-                         f"largest {number(other.largest):>13}  {other.name}")  # fmt: skip
+             f"cost    estimate = {plan.cost}; chosen: the lowest estimate within opt_einsum's FLOPs", ""]  # fmt: skip
+    for schedule in plan.schedules:
+        numbers = ", ".join(map(str, schedule.levels))
+        lines.append(f"level{'s' if len(schedule.levels) > 1 else ''} {numbers}: {schedule.name}")
+        lines.extend(steps_lines(schedule, unit, div))
+        if len(schedule.levels) > 1:
+            own = [plan.levels[n - 1].chosen for n in schedule.levels]
+            lines.append(f"    instead of each level's own choice: {number(sum(s.flops for s in own) / div)} {unit}, "
+                         f"estimate x{ratio(sum(s.estimate for s in own), schedule.estimate)}")  # fmt: skip
+        for n in schedule.levels:
+            lines.extend(alternative_lines(plan.levels[n - 1], schedule, alternatives, unit, div))
         lines.append("")
+    capped = [lp.level.number for lp in plan.levels if len(lp.level.factors) > EXHAUSTIVE_SPLITS]
+    if capped:
+        lines.append(f"splits      levels {', '.join(map(str, capped))} have more than {EXHAUSTIVE_SPLITS} factors: "
+                     "only the n + 1 splits along the factors' order from the query token were tried")  # fmt: skip
     per_heads = f"   ({number(plan.flops * heads / div)} for {heads} heads)" if heads > 1 else ""
     lines += [
         f"total       {number(plan.flops / div)} {unit}{per_heads}",
@@ -211,6 +219,28 @@ def plan_text(plan: Plan, heads: int, macs: bool, alternatives: int) -> str:
         baseline("naive", plan.naive_flops, plan, unit, div),
     ]
     return "\n".join(lines)
+
+
+def steps_lines(schedule: Schedule, unit: str, div: int) -> list[str]:
+    width = max(len(step.written()) for step in schedule.steps)
+    lines = []
+    for step in schedule.steps:
+        shape = "x".join(str(schedule.sizes[i]) for i in step.output.indices)
+        lines.append(f"    {step.written():<{width}}  {shape:>16}  {number(step.flops / div):>15} {unit}")
+    return lines
+
+
+def alternative_lines(lp: LevelPlan, chosen: Schedule, count: int, unit: str, div: int) -> list[str]:
+    """A level's own best candidates other than the chosen schedule."""
+    own = chosen if len(chosen.levels) == 1 else lp.chosen  # a group compares with the level's own choice
+    others = [s for s in lp.candidates if s is not own][:count]
+    head = f"    alternatives{f' for level {lp.level.number} (against its own choice)' if own is not chosen else ''}:"
+    lines = [head] if others else []
+    for other in others:
+        slower = ratio(other.estimate, own.estimate)
+        lines.append(f"      {number(other.flops / div):>18} {unit}  estimate x{slower:<7} "
+                     f"largest {number(other.largest):>13}  {other.name}")  # fmt: skip
+    return lines
 
 
 def ratio(a: int, b: int) -> str:
@@ -228,7 +258,7 @@ def plan_json(plan: Plan, heads: int, macs: bool) -> dict:
     inst = plan.instance
     unit, div = unit_scale(macs)
     return {
-        "structure": inst.structure.name,
+        "structure": inst.name,
         "sizes": inst.values,
         "batch": plan.batch,
         "heads": heads,
@@ -242,6 +272,8 @@ def plan_json(plan: Plan, heads: int, macs: bool) -> dict:
         "largest": plan.largest,
         "bytes": plan.bytes,
         "totals": {"flops": plan.flops * heads // div},
+        "cost": str(plan.cost),
+        "schedules": [schedule_json(s, div, steps=True) for s in plan.schedules],
         "levels": [
             {
                 "level": lp.level.number,
@@ -256,7 +288,9 @@ def plan_json(plan: Plan, heads: int, macs: bool) -> dict:
 def schedule_json(schedule: Schedule, div: int, steps: bool = False) -> dict:
     found = {
         "name": schedule.name,
-        "layout": schedule.layout,
+        "kind": schedule.kind.value,
+        "levels": list(schedule.levels),
+        "layout": schedule.layout.value,
         "fused": schedule.fused,
         "flops": schedule.flops // div,
         "largest": schedule.largest,
@@ -267,7 +301,8 @@ def schedule_json(schedule: Schedule, div: int, steps: bool = False) -> dict:
         found["steps"] = [
             {
                 "step": step.written(),
-                "kind": step.kind,
+                "op": step.op.value,
+                "part": step.part.value,
                 "shape": [schedule.sizes[i] for i in step.output.indices],
                 "flops": step.flops // div,
                 "elements": schedule.elements(step.output),

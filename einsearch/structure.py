@@ -8,19 +8,37 @@ token, the key token and factor tensors, with every index size known. Everything
 
 from __future__ import annotations
 
+import codecs
 import graphlib
 import math
+import os
+import stat
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 
 from .dsl import Axis, IndexDecl, Loop, OperandRef, Program, Require, Score, SymbolDecl, parse
-from .errors import DSLError, Pos
-from .expr import Value, evaluate, names_in, walk
+from .errors import DSLError, NotFoundError, OptionError, Pos
+from .expr import Binary, Call, Expr, Item, ListLit, Name, Num, Unary, Value, evaluate, names_in, walk
+from .sequence import SequencePattern
 
 INPUT = "x"
 MAX_LEVELS = 4096  # the most values a loop or a list parameter may have
+MAX_FILE_BYTES = 1 << 22  # 4 MiB: far more than any structure file; a larger one is surely not one
+
+
+class FrozenMap(dict):
+    """A read-only dict that hashes by value, so levels and instances can be cached by value."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in self.items()))
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a FrozenMap is read-only")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -41,22 +59,56 @@ class Operand:
         return f"{self.name}[{', '.join(parts)}]"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
+class LoopRange:
+    """The ``for var in start..stop`` a level was expanded from (bounds as expressions)."""
+
+    var: str
+    start: Expr
+    stop: Expr
+    lets: tuple = ()  # the loop's own `let`s, which its sizes may read
+
+
+@dataclass(frozen=True)
+class Symbolic:
+    """A level's sizes as expressions of the structure's symbols, for the printed formulas.
+
+    ``sizes`` maps every index to its size expression (declared, or inferred from x's axes as
+    ``T / g`` or ``D / a``); inside a loop they may read the loop variable of ``loop``.
+    """
+
+    sizes: FrozenMap
+    band: tuple[Expr, Expr] | None = None
+    loop: LoopRange | None = None
+
+
+@dataclass(frozen=True)
 class Level:
     """One term of the score: ``scale * P(t, u) * x_t^T M x_u`` as a single einsum.
 
     ``sizes`` holds every index of the einsum. Sequence indices live only on the two uses of x:
     those shared by both are the block index (block-diagonal pattern); ``band`` (inclusive
-    bounds on t - u) restricts the pairs further.
+    bounds on t - u) restricts the pairs further. Levels compare and hash by value; ``symbolic``
+    (the sizes as formulas) rides along without taking part.
     """
 
     number: int
     operands: tuple[Operand, ...]
-    sizes: dict[str, int]
+    sizes: FrozenMap
     scale: float = 1.0
     band: tuple[int, int] | None = None
     term: int = 0  # which score line (or loop) of the file it comes from
     loop_value: int | None = None
+    symbolic: Symbolic | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sizes, FrozenMap):
+            object.__setattr__(self, "sizes", FrozenMap(self.sizes))
+
+    @property
+    def signature(self) -> tuple:
+        """What decides how the level is computed: its einsum, sizes and band (not its place or scale)."""
+        return self.operands, self.sizes, self.band
 
     @property
     def query(self) -> Operand:
@@ -78,6 +130,11 @@ class Level:
     @property
     def blocks(self) -> int:
         return math.prod(self.sizes[i] for i in self.block_indices)
+
+    @property
+    def pattern(self) -> SequencePattern:
+        """The pairs this level scores (the one statement of the pair rule)."""
+        return SequencePattern(self.blocks, self.band)
 
     @property
     def feature_block_indices(self) -> tuple[str, ...]:
@@ -103,11 +160,24 @@ class Level:
 
 @dataclass(frozen=True)
 class Instance:
-    """A structure with every option fixed: the levels, the factor shapes, the symbol values."""
+    """A structure with every option fixed: the levels, the factor shapes, the symbol values.
 
-    structure: Structure
-    values: dict[str, Value]
+    Built by ``Structure.resolve``, or from plain data (a name, the values of T and D at least,
+    and the levels); compares and hashes by value. ``structure`` (the parsed file, when there
+    is one) rides along for the formulas.
+    """
+
+    name: str
+    values: FrozenMap
     levels: tuple[Level, ...]
+    doc: str = ""
+    source: str = ""
+    structure: Structure | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, FrozenMap):
+            object.__setattr__(self, "values", FrozenMap(self.values))
+        object.__setattr__(self, "levels", tuple(self.levels))
 
     @cached_property
     def factor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -132,12 +202,25 @@ class Instance:
         return int(self.values["D"])
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Structure:
-    """A parsed structure file; ``resolve`` turns it into an ``Instance``."""
+    """A parsed structure file; ``resolve`` turns it into an ``Instance``.
+
+    Two structures are equal when they have the same name, source and text.
+    """
 
     name: str
     program: Program
+    text: str = ""
+
+    def _key(self) -> tuple[str, str, str]:
+        return self.name, self.program.source, self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Structure) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def doc(self) -> str:
@@ -151,26 +234,87 @@ class Structure:
     def options(self) -> list[SymbolDecl]:
         return [s for s in self.program.symbols.values() if s.is_option]
 
-    def resolve(self, overrides: dict[str, Value] | None = None) -> Instance:
+    def resolve(self, overrides: dict[str, Value] | None = None, /, **options: Value) -> Instance:
         """Fixes every option (defaults unless overridden) and builds the levels.
 
-        Raises DSLError for anything wrong, positioned in the structure's file.
+        Options come as a dict, as keywords, or both: ``resolve({"D": 256}, s=2)``. Raises
+        OptionError for a bad option value (named as the user gave it), DSLError for anything
+        else wrong, positioned in the structure's file.
         """
         try:
-            return Resolver(self, dict(overrides or {})).instance()
+            return Resolver(self, {**(overrides or {}), **options}).instance()
         except DSLError as err:
             raise err.located(self.source) from None
 
 
 def load(path: str | Path) -> Structure:
-    """Parses a ``.ein`` file into a Structure named after the file."""
+    """Parses a ``.ein`` file into a Structure named after the file (see ``read_source``)."""
     path = Path(path)
-    return from_text(path.read_text(), source=str(path), name=path.stem)
+    return from_text(read_source(path), source=str(path), name=path.stem)
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a structure file, read as UTF-8 (a leading byte-order mark is dropped).
+
+    Never blocks and never lets an OSError or a UnicodeDecodeError out: a FIFO, socket or device
+    is refused before it is opened; a path that leads to no file is a NotFoundError; a file that
+    cannot be read, or is not UTF-8 text, a DSLError (at the line and column of the bad byte).
+    """
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
+        raise NotFoundError(name, "no such file") from None
+    except OSError as err:
+        raise DSLError(f"cannot be read: {_reason(err)}", source=name) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise NotFoundError(name, "is a directory, not a .ein file")
+    if not stat.S_ISREG(info.st_mode):
+        raise NotFoundError(name, "is not a regular file (a FIFO, socket or device), not a .ein file")
+    try:  # O_NONBLOCK: should a FIFO replace the file since the stat, opening it does not wait
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise NotFoundError(name, "is not a regular file (a FIFO, socket or device), not a .ein file")
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise DSLError(f"cannot be read: {_reason(err)}", source=name) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DSLError(f"is larger than {MAX_FILE_BYTES} bytes: not a structure file", source=name)
+    return decode_source(data, name)
+
+
+def decode_source(data: bytes, source: str = "<input>") -> str:
+    """``data`` as UTF-8 text without a byte-order mark; DSLError at the first byte that is not text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DSLError("not UTF-8: the file starts with a UTF-16 byte-order mark (save the file as UTF-8)",
+                       Pos(1, 1), source)  # fmt: skip
+    data = data.removeprefix(codecs.BOM_UTF8)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DSLError("binary file: a NUL byte (a .ein file is UTF-8 text)", _byte_pos(data, nul), source)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DSLError(f"not UTF-8: byte 0x{data[err.start]:02x} (save the file as UTF-8)",
+                       _byte_pos(data, err.start), source) from None  # fmt: skip
+
+
+def _byte_pos(data: bytes, offset: int) -> Pos:
+    """The line and column of byte ``offset``, counted in characters as the tokenizer counts them."""
+    lines = (data[:offset].decode("utf-8", errors="replace") + "x").splitlines()
+    return Pos(len(lines), len(lines[-1]))
+
+
+def _reason(err: OSError) -> str:
+    """``permission denied``: an OSError's reason, in the lower case of the rest of the message."""
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    return (err.strerror or type(err).__name__).lower()
 
 
 def from_text(text: str, source: str = "<input>", name: str = "structure") -> Structure:
     program = parse(text, source)
-    structure = Structure(name, program)
+    structure = Structure(name, program, text)
     try:
         check_static(structure)
     except DSLError as err:
@@ -265,49 +409,107 @@ class Resolver:
                 self.add_level(term, term_no, base_sizes, self.env)
             else:
                 seen_first = self.expand_loop(term, term_no, base_sizes, seen_first)
-        return Instance(self.structure, dict(self.env), tuple(self.levels))
+        s = self.structure
+        return Instance(s.name, self.env, tuple(self.levels), s.doc, s.source, s)
 
     def check_overrides(self) -> None:
-        options = {s.name: s for s in self.structure.options}
+        options = [s.name for s in self.structure.options]
         for name in self.overrides:
             if name not in options:
                 known = ", ".join(f"--{n}" for n in options) or "none"
-                raise DSLError(f"{self.structure.name} has no option --{name} (its options: {known})")
+                same_but_case = [n for n in options if n.lower() == str(name).lower()]
+                close = same_but_case or get_close_matches(str(name), options, 1)
+                hint = f"; did you mean --{close[0]}?" if close else ""
+                raise OptionError(name, f"{self.structure.name} has no option --{name}{hint} (its options: {known})")
 
     def symbol_value(self, decl: SymbolDecl) -> Value:
+        """The option's value (given, else its default) or the ``let``'s. A bad given value is an
+        OptionError naming it; a bad default one naming the given option it reads, if any (else
+        the file is wrong: a DSLError at the declaration)."""
         given = decl.name in self.overrides
         if decl.kind == "choice":
             value = self.overrides.get(decl.name, decl.choices[0])
             if value not in decl.choices:
-                raise DSLError(f"--{decl.name} must be one of {', '.join(decl.choices)}, got {value!r}", decl.pos)
+                close = get_close_matches(str(value), decl.choices, 1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise OptionError(decl.name, f"must be one of {', '.join(decl.choices)}, got {_shown(value)}{hint}")
             return value
         value = self.overrides[decl.name] if given else evaluate(decl.value, self.env)
-        origin = f" (from --{decl.name})" if given else ""
         if decl.length is not None:
-            return self.list_value(decl, value, origin)
-        if isinstance(value, list):
-            if decl.kind == "size":
-                raise DSLError(f"size {decl.name} must be a number, got a list{origin}", decl.pos)
+            return self.list_value(decl, value, given)
+        if given:
+            if isinstance(value, list) and decl.kind != "size":
+                return value  # a param may hold a list
+            if not is_whole(value) or (decl.kind == "size" and value < 1):
+                wanted = "a positive whole number" if decl.kind == "size" else "a whole number"
+                raise OptionError(decl.name, f"expected {wanted}, got {_shown(value)}")
             return value
-        if not is_whole(value):
-            raise DSLError(f"{decl.name} = {value} is not a whole number{origin}", decl.pos)
-        if decl.kind == "size" and value < 1:
-            raise DSLError(f"size {decl.name} = {value} must be positive{origin}", decl.pos)
+        problem = ""
+        if isinstance(value, list):
+            problem = "must be a number, got a list" if decl.kind == "size" else ""
+        elif not is_whole(value):
+            problem = "is not a whole number"
+        elif decl.kind == "size" and value < 1:
+            problem = "must be positive"
+        if problem:
+            by = self.given_options(decl.value)
+            if by:
+                shown = ", ".join(f"{n} = {_shown(self.env[n])}" for n in _names(decl.value) if n in self.env)
+                raise OptionError(by[0], f"{decl.name} = {_written(decl.value)} = {_shown(value)} {problem} ({shown})")
+            kind = "size " if decl.kind == "size" and problem != "is not a whole number" else ""
+            raise DSLError(f"{kind}{decl.name} {problem}" if isinstance(value, list)
+                           else f"{kind}{decl.name} = {value} {problem}", decl.pos)  # fmt: skip
         return value
 
-    def list_value(self, decl: SymbolDecl, value: Value, origin: str) -> list:
+    def list_value(self, decl: SymbolDecl, value: Value, given: bool) -> list:
         length = evaluate(decl.length, self.env)
-        if not is_whole(length) or not 0 <= length <= MAX_LEVELS:
-            raise DSLError(f"the length of {decl.name} must be a whole number from 0 to {MAX_LEVELS}, got {length}",
-                           decl.pos)  # fmt: skip
+        by = self.given_options(decl.length)  # options the user gave that set the length
+        named = decl.length.name if isinstance(decl.length, Name) else _written(decl.length)
+        lowest = 1 if by else 0  # an empty list cannot be written on the command line
+        if not is_whole(length) or not lowest <= length <= MAX_LEVELS:
+            allowed = f"a whole number from {lowest} to {MAX_LEVELS}"
+            if by and isinstance(decl.length, Name) and decl.length.name == by[0]:
+                raise OptionError(by[0], f"must be {allowed} (the number of entries of {decl.name}), "
+                                  f"got {_shown(length)}")  # fmt: skip
+            if by:
+                raise OptionError(by[0], f"makes the length of {decl.name} {named} = {_shown(length)}; "
+                                  f"it must be {allowed}")  # fmt: skip
+            raise DSLError(f"the length of {decl.name} must be {allowed}, got {length}", decl.pos)
+        numbers = value if isinstance(value, list) else [value]
+        if given and not all(is_whole(v) for v in numbers):
+            raise OptionError(decl.name, f"expected whole numbers separated by commas, got {_shown(value)}")
         if not isinstance(value, list):
             value = [value] * length  # one number stands for every entry
         if len(value) != length:
-            length_text = getattr(decl.length, "name", str(length))
-            hint = "" if origin else f"; pass --{decl.name} with {length} values"
-            raise DSLError(f"{decl.name} has {len(value)} entries but {length_text} = {length}{origin}{hint}",
-                           decl.pos)  # fmt: skip
+            needs = f"it needs {length}" if isinstance(decl.length, Num) else f"{named} = {length} needs {length}"
+            if given:
+                raise OptionError(decl.name, f"has {len(value)} entries but {needs} (pass {_values(length)})")
+            if by:
+                raise OptionError(by[0], f"{named} = {length} needs {length} entries of {decl.name} but its "
+                                  f"default has {len(value)} (pass --{decl.name} with {_values(length)})")  # fmt: skip
+            hint = f"; pass --{decl.name} with {_values(length)}" if length else ""
+            raise DSLError(f"{decl.name} has {len(value)} entries but {needs}{hint}", decl.pos)
         return value
+
+    def given_options(self, *exprs: Expr | None, local: dict[str, tuple] | None = None) -> list[str]:
+        """The options the user gave that ``exprs`` read, directly or through the defaults of other
+        symbols (and ``local``: a loop's lets and variable), in reading order."""
+        local = local or {}
+        found: list[str] = []
+        seen: set[str] = set()
+        pending = [n for e in exprs if e is not None for n in _names(e)][::-1]
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.overrides:
+                found.append(name)
+                continue
+            decl = self.program.symbols.get(name)
+            inner = local.get(name, ()) if decl is None else (decl.value, decl.length)
+            pending.extend([n for e in inner if e is not None for n in _names(e)][::-1])
+        return found
 
     def check_requirement(self, req: Require, env: dict[str, Value]) -> None:
         _known_names(req.cond, set(env))
@@ -352,6 +554,7 @@ class Resolver:
             raise DSLError(f"loop range {first}..{last} has more than {MAX_LEVELS} values", loop.pos)
         if loop.var in self.env or loop.var in self.program.indices:
             raise DSLError(f"loop variable '{loop.var}' is already defined", loop.pos)
+        loop_range = LoopRange(loop.var, loop.start, loop.stop, loop.lets)
         for value in range(first, last + 1):
             env = dict(self.env, **{loop.var: value})
             for let in loop.lets:
@@ -366,11 +569,12 @@ class Resolver:
                 if name in base_sizes:
                     raise DSLError(f"index {name} is already declared at line {base_sizes[name][1].line}", pos)
             for score in loop.scores:
-                self.add_level(score, term_no, {**base_sizes, **local}, env, suffix=f"_{value}", loop_value=value)
+                self.add_level(score, term_no, {**base_sizes, **local}, env, suffix=f"_{value}", loop_value=value,
+                               loop=loop_range, local=loop.indices)  # fmt: skip
         return True
 
     def add_level(self, score: Score, term_no: int, declared: dict, env: dict, suffix: str = "",
-                  loop_value: int | None = None) -> None:  # fmt: skip
+                  loop_value: int | None = None, loop: LoopRange | None = None, local=()) -> None:  # fmt: skip
         operands = self.operands(score, suffix)
         sizes = self.index_sizes(score, operands, declared, env)
         self.check_indices(score, operands)
@@ -386,8 +590,29 @@ class Resolver:
                 raise DSLError(f"scale must be a number, got {scale!r}", score.scale.pos)
             if abs(scale) > 1e300:  # float() of it would overflow
                 raise DSLError("scale is out of range", score.scale.pos)
-        level = Level(len(self.levels) + 1, tuple(operands), sizes, float(scale), band, term_no, loop_value)
+        symbolic = self.symbolic(score, [*self.program.indices.values(), *local], loop)
+        level = Level(len(self.levels) + 1, tuple(operands), sizes, float(scale), band, term_no, loop_value, symbolic)
         self.levels.append(level)
+
+    @staticmethod
+    def symbolic(score: Score, decls, loop: LoopRange | None) -> Symbolic:
+        """The level's sizes as expressions: declared ones as written, the one left in a group on
+        x's axes as the axis total over the rest (``T / g``), like ``fit_group`` computes them."""
+        sizes: dict[str, Expr] = {d.name: d.size for d in decls}
+        for ref in score.operands:
+            if ref.name != INPUT:
+                continue
+            for axis, total in zip(ref.axes, ("T", "D")):
+                unknown = [n for n in axis.names if n not in sizes]
+                if unknown:
+                    known = [Name(n, axis.positions[0]) for n in axis.names if n in sizes]
+                    size: Expr = Name(total, axis.positions[0])
+                    for divisor in known:
+                        size = Binary("/", size, divisor, axis.positions[0])
+                    sizes[unknown[0]] = size
+        used = {i for ref in score.operands for a in ref.axes for i in a.names}
+        band = (score.band.lo, score.band.hi) if score.band else None
+        return Symbolic(FrozenMap({n: e for n, e in sizes.items() if n in used}), band, loop)
 
     def operands(self, score: Score, suffix: str) -> list[Operand]:
         uses = [ref for ref in score.operands if ref.name == INPUT]
@@ -419,7 +644,7 @@ class Resolver:
         x_refs = [ref for ref in score.operands if ref.name == INPUT]
         for ref in x_refs:
             for axis, total_name in zip(ref.axes, ("T", "D")):
-                self.fit_group(axis, int(env[total_name]), total_name, sizes)
+                self.fit_group(axis, int(env[total_name]), total_name, sizes, env)
         used = {i for op in operands for i in op.indices}
         for ref in score.operands:
             for axis in ref.axes:
@@ -428,23 +653,68 @@ class Resolver:
                         raise DSLError(f"index {name} has no size: declare it with `index {name}: ...`", pos)
         return {name: size for name, size in sizes.items() if name in used}
 
-    @staticmethod
-    def fit_group(axis: Axis, total: int, total_name: str, sizes: dict[str, int]) -> None:
+    def fit_group(self, axis: Axis, total: int, total_name: str, sizes: dict[str, int],
+                  env: dict | None = None) -> None:  # fmt: skip
+        """Infers the one unsized index of a group on x's axis (``t`` in ``(g t)``) by exact division.
+
+        A failure states the rule (T must be a multiple of N, and why), at which loop value, and,
+        inside a loop, the multiple that every loop value needs. It is an OptionError naming the
+        option the user gave that led to it (--T, --levels, ...), else a DSLError at the group.
+        """
         unknown = [n for n in dict.fromkeys(axis.names) if n not in sizes]
-        known = math.prod(sizes[n] for n in axis.names if n in sizes)
+        parts = [n for n in axis.names if n in sizes]
+        known = math.prod(sizes[n] for n in parts)
         group = "(" + " ".join(axis.names) + ")" if len(axis.names) > 1 else axis.names[0]
         pos = axis.positions[0]
         if len(unknown) > 1:
             raise DSLError(f"cannot infer the sizes of {', '.join(unknown)} in {group}: "
                            f"declare all but one with `index`", pos)  # fmt: skip
-        if unknown:
-            if total % known:
-                raise DSLError(f"{total_name} = {total} does not divide into {group}: "
-                               f"the declared part is {known}", pos)  # fmt: skip
+        if unknown and not total % known:
             sizes[unknown[0]] = total // known
-        elif known != total:
+            return
+        if not unknown and known == total:
+            return
+        env = self.env if env is None else env
+        loop = next((t for t in self.program.terms if isinstance(t, Loop)
+                     and any(axis in ref.axes for score in t.scores for ref in score.operands)), None)  # fmt: skip
+        decls = {**self.program.indices, **({d.name: d for d in loop.indices} if loop else {})}
+        at = f" at {loop.var} = {env[loop.var]}" if loop else ""
+        if unknown:
+            product = f" = {' * '.join(parts)}" if len(parts) > 1 else ""
+            shown = ", ".join(_size_text(n, sizes[n], decls.get(n)) for n in parts)
+            message = (f"{total_name} = {total} does not divide into {group}{at}: {total_name} must be a multiple "
+                       f"of {known}{product} ({shown}){self.loop_multiple(loop, parts, known, sizes)}")  # fmt: skip
+        else:
             shown = " * ".join(str(sizes[n]) for n in axis.names)
-            raise DSLError(f"size mismatch: {group} is {shown} = {known} but x's axis is {total_name} = {total}", pos)
+            message = f"size mismatch: {group} is {shown} = {known} but x's axis is {total_name} = {total}{at}"
+        local = {loop.var: (loop.start, loop.stop), **{let.name: (let.value,) for let in loop.lets}} if loop else {}
+        sized = [decls[n].size for n in parts if n in decls]
+        by = self.given_options(Name(total_name, pos), *sized, local=local)
+        if by:
+            raise OptionError(by[0], message)
+        raise DSLError(message, pos)
+
+    def loop_multiple(self, loop: Loop | None, parts: list[str], known: int, sizes: dict[str, int]) -> str:
+        """``; for every l in 1..8 it must be a multiple of 128``: what a divisibility rule inside
+        a loop asks over all its values (empty when that is what the failing value asks)."""
+        if loop is None:
+            return ""
+        local = {d.name: d for d in loop.indices}
+        if any(n not in local and n not in self.program.indices for n in parts):
+            return ""  # a part inferred from another axis: not worked out here
+        need = known
+        try:
+            first, last = evaluate(loop.start, self.env), evaluate(loop.stop, self.env)
+            for value in range(first, last + 1):
+                env = dict(self.env, **{loop.var: value})
+                for let in loop.lets:
+                    env[let.name] = evaluate(let.value, env)
+                need = math.lcm(need, *(self.size_value(local[n], env) if n in local else sizes[n] for n in parts))
+        except DSLError:
+            return ""  # another value fails in its own way, reported when the loop gets there
+        if need == known or len(str(need)) > 40:
+            return ""
+        return f"; for every {loop.var} in {first}..{last} it must be a multiple of {need}"
 
     def check_indices(self, score: Score, operands: list[Operand]) -> None:
         """Sequence indices only on x; every other index used at least twice unless `sum`med."""
@@ -499,3 +769,54 @@ class Resolver:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return " x ".join(map(str, shape))
+
+
+def _shown(value: Value) -> str:
+    """A value as a user would type it: ``'a,b'``, ``8``, ``'32,8'`` (a list, as on the command line)."""
+    if isinstance(value, list):
+        return repr(",".join(map(str, value)))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _values(count: int) -> str:
+    return "1 value" if count == 1 else f"{count} comma-separated values"
+
+
+def _names(expr: Expr) -> list[str]:
+    """The symbol names ``expr`` reads, in reading order, each once."""
+    return list(dict.fromkeys(node.name for node, _ in walk(expr) if isinstance(node, (Name, Item))))
+
+
+def _size_text(name: str, value: int, decl: IndexDecl | None) -> str:
+    """``g = 2^(l - 1) = 128``: an index's size with its declaration, when that says more."""
+    if decl is None or isinstance(decl.size, Num):
+        return f"{name} = {value}"
+    return f"{name} = {_written(decl.size)} = {value}"
+
+
+PRECEDENCE = {"or": 1, "and": 1, "not": 2, "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3, "+": 4, "-": 4,
+              "*": 5, "/": 5, "//": 5, "%": 5, "neg": 6, "^": 7}  # fmt: skip
+
+
+def _written(expr: Expr, context: int = 0) -> str:
+    """``expr`` as DSL text, with the brackets its precedence needs (for messages)."""
+    if isinstance(expr, Num):
+        return str(expr.value)
+    if isinstance(expr, Name):
+        return expr.name
+    if isinstance(expr, Item):
+        return f"{expr.name}[{_written(expr.index)}]"
+    if isinstance(expr, Call):
+        return f"{expr.func}({', '.join(_written(a) for a in expr.args)})"
+    if isinstance(expr, ListLit):
+        return f"[{', '.join(_written(a) for a in expr.items)}]"
+    if isinstance(expr, Unary):
+        level = PRECEDENCE["not" if expr.op == "not" else "neg"]
+        text = ("not " if expr.op == "not" else "-") + _written(expr.operand, level)
+    else:
+        level = PRECEDENCE[expr.op]
+        if expr.op == "^":  # right-associative, and binds tighter than a sign on its left
+            text = f"{_written(expr.left, level + 1)}^{_written(expr.right, PRECEDENCE['neg'])}"
+        else:
+            text = f"{_written(expr.left, level)} {expr.op} {_written(expr.right, level + 1)}"
+    return f"({text})" if level < context else text

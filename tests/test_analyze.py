@@ -1,11 +1,11 @@
-"""The analyzer against independent computations (DESIGN.md section 1).
+"""The analyzer against independent computations (docs/design.md §2).
 
-Every expected value here is computed without the analyzer: closed-form formulas from DESIGN.md,
+Every expected value here is computed without the analyzer: closed-form formulas from docs/design.md §2,
 a split of D found by trial division, brute-force contraction orders and factor splits, opt_einsum's
 own path costs, torch's FlopCounterMode on hand-written torch code, matrix ranks of the reference
 materialisation, and pair masks read off the reference score matrices.
 
-FLOP convention (DESIGN.md section 3, einsearch.network.contraction_flops): a multiply-add is 2
+FLOP convention (docs/design.md §3, einsearch.network.contraction_flops): a multiply-add is 2
 FLOPs. Per contraction step over the indices it touches, einsearch charges 2 per element for a
 pairwise step that sums an index, 1 per element for a pairwise step that only multiplies (outer or
 elementwise product), 1 per element for a lone operand that is summed, 0 for a lone operand already
@@ -30,17 +30,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import flop_counts, map_flops, pair_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from einsearch import catalog, reference
 from einsearch.analyze import describe
-from einsearch.analyze.counts import feature_map_flops, params
+from einsearch.analyze.counts import params
 from einsearch.analyze.exact import exact_rank
 from einsearch.analyze.family import level_family
 from einsearch.analyze.formulas import evaluate, formulas
 from einsearch.analyze.pattern import distance_profile, pair_flops_grid
 from einsearch.analyze.rank import rank_bound
-from einsearch.network import best_feature_map
+from einsearch.planner import DEFAULT_COST, FLOPS, plan
 from einsearch.structure import from_text
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def test_small_cases_cover_the_catalog():
 
 
 def expected_params(name: str, sizes: dict) -> int:
-    """DESIGN.md's formulas, with D split by trial division (never read back from the instance)."""
+    """docs/design.md §2's formulas, with D split by trial division (never read back from the instance)."""
     D = sizes["D"]
     if name == "dense":
         return D * D
@@ -171,7 +172,7 @@ def test_params_match_design_formulas(name, sizes):
      (512, "research", 16, 32), (36, "research", 4, 9)],
 )  # fmt: skip
 def test_split_of_D(D, mode, a, b):
-    """DESIGN.md's worked examples of both splitting rules, for BTT, Monarch and Kronecker alike."""
+    """docs/design.md §2's worked examples of both splitting rules, for BTT, Monarch and Kronecker alike."""
     assert split_of(D, mode) == (a, b)
     for name in ("btt", "monarch", "kronecker"):
         inst = resolve(name, {"D": D, "split": mode})
@@ -186,7 +187,7 @@ def test_monarch_is_btt_with_s_1():
             mon = resolve("monarch", {"D": D, "split": mode, "T": 16})
             btt = resolve("btt", {"D": D, "split": mode, "s": 1, "T": 16})
             assert params(mon) == params(btt)
-            assert feature_map_flops(mon) == feature_map_flops(btt)
+            assert flop_counts(mon) == flop_counts(btt)
             assert rank_bound(mon) == rank_bound(btt) == D
     m = resolve("monarch", {"D": 16, "T": 4})
     b = resolve("btt", {"D": 16, "T": 4, "s": 1})
@@ -455,8 +456,9 @@ def level_mask(level, T: int) -> np.ndarray:
 
 
 def brute_level(level, T: int, pairs: int):
-    """Every split of the factors between the two tokens; the cheapest score at T
-    (ties: smaller interface). Returns (score, per_token, pair_flops)."""
+    """Every split of the factors between the two tokens, each side over all T tokens (so a
+    product of factors alone is paid once); the cheapest score (ties: smaller interface).
+    Returns (score, maps of all tokens, pair_flops)."""
     factor_ids = [n for n, op in enumerate(level.operands) if op.role == "factor"]
     options = []
     for mask in itertools.product((0, 1), repeat=len(factor_ids)):
@@ -464,11 +466,13 @@ def brute_level(level, T: int, pairs: int):
         k_ids = [f for f, m in zip(factor_ids, mask) if not m]
         q_inputs = [level.query_features] + [level.operands[f].indices for f in q_ids]
         k_inputs = [level.key_features] + [level.operands[f].indices for f in k_ids]
-        q_idx, k_idx = set().union(*q_inputs), set().union(*k_inputs)
-        interface = tuple(sorted(q_idx & k_idx))
-        cost = brute_side_cost(q_inputs, interface, level.sizes) + brute_side_cost(k_inputs, interface, level.sizes)
+        interface = tuple(sorted(set().union(*q_inputs) & set().union(*k_inputs)))
+        cost = 0
+        for token, inputs in ((level.query, q_inputs), (level.key, k_inputs)):
+            seq = token.axes[0]
+            cost += brute_side_cost([seq + inputs[0], *inputs[1:]], seq + interface, level.sizes)
         pair = 2 * math.prod(level.sizes[i] for i in interface)
-        options.append((T * cost + pairs * pair, pair, cost))
+        options.append((cost + pairs * pair, pair, cost))
     score, pair, cost = min(options)
     return score, cost, pair
 
@@ -477,56 +481,67 @@ def brute_level(level, T: int, pairs: int):
 def test_flops_against_brute_force_splits(name, sizes):
     inst = resolve(name, sizes)
     T = inst.T
-    flops = feature_map_flops(inst)
+    flops = flop_counts(inst)
     total_score = total_token = total_pairs = 0
     for level in inst.levels:
         pairs = pair_count_brute(level, T)
         score, cost, pair = brute_level(level, T, pairs)
-        fm = best_feature_map(level, T)
-        assert fm.per_token_flops() == cost
-        assert fm.pair_flops(level) == pair
+        own = plan(inst, 1, FLOPS).levels[level.number - 1]  # FLOPs only: the choice is the brute-force minimum
+        factors = sum(s.flops for s in own.chosen.steps if s.part.name == "FACTORS")
+        assert map_flops(own.chosen, level.number) + factors == cost
+        assert pair_cost(own) == pair
         total_score += score
         total_token += cost
         total_pairs += pairs * pair
-    assert flops.per_token == total_token
-    assert flops.scored_pairs == total_score == T * total_token + total_pairs
-    assert flops.per_pair == pytest.approx(total_pairs / T**2, rel=1e-12)
+    assert T * flops.per_token + flops.factors == total_token
+    assert flops.scored_pairs == total_score == total_token + total_pairs
+
+
+def side_steps(schedule, tensor_name):
+    """The steps that produce ``tensor_name``, and the leaves (x, factors) they start from."""
+    by_output = {step.output.name: step for step in schedule.steps}
+    steps, leaves, todo = [], [], [tensor_name]
+    while todo:
+        name = todo.pop()
+        if name not in by_output:
+            continue
+        step = by_output[name]
+        steps.append(step)
+        for t in step.inputs:
+            (todo if t.name in by_output else leaves).append(t.name if t.name in by_output else t)
+    return steps, leaves
 
 
 @pytest.mark.parametrize("name,sizes", SMALL_CASES)
 def test_side_flops_equal_opt_einsum_cost(name, sizes):
-    """Each side of the chosen split costs what opt_einsum's optimal path costs (see module doc:
-    the two differ only on lone-operand steps, where einsearch's charge replaces opt_einsum's)."""
+    """Each side of every feature-map candidate costs what opt_einsum's optimal path costs for that
+    side's einsum (see module doc: the two differ only on lone-operand steps, where einsearch's
+    charge replaces opt_einsum's)."""
     inst = resolve(name, sizes)
-    for level in inst.levels:
-        fm = best_feature_map(level, inst.T)
-        q_all = set(level.query_features).union(*(level.operands[i].indices for i in fm.query.factors))
-        k_all = set(level.key_features).union(*(level.operands[i].indices for i in fm.key.factors))
-        assert set(fm.query.output) == set(fm.key.output) == q_all & k_all
-        assert sorted(fm.query.factors + fm.key.factors) == [n for n, op in enumerate(level.operands)
-                                                             if op.role == "factor"]  # fmt: skip
-        for side, token in ((fm.query, level.query), (fm.key, level.key)):
-            inputs = [token.axes[1]] + [level.operands[i].indices for i in side.factors]
-            names = list(dict.fromkeys(i for op in inputs for i in op))
-            letter = {n: chr(ord("a") + k) for k, n in enumerate(names)}
-            eq = (
-                ",".join("".join(letter[i] for i in op) for op in inputs)
-                + "->"
-                + "".join(letter[i] for i in side.output)
-            )
-            shapes = [tuple(level.sizes[i] for i in op) for op in inputs]
-            _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="optimal")
-            opt_cost, ours = 0, 0
-            for contract_inds, removed, step_eq, _, _ in info.contraction_list:
-                lhs, rhs = step_eq.split("->")
-                union = frozenset(lhs.replace(",", ""))
-                size = math.prod(shapes_by_letter(inputs, letter, level.sizes)[c] for c in union)
-                per = max(1, len(contract_inds) - 1) + bool(removed)  # opt_einsum.helpers.flop_count
-                opt_cost += size * per
-                ours += size * per if len(contract_inds) > 1 else (size if removed else 0)
-            assert opt_cost == info.opt_cost
-            assert side.flops == ours
-            assert side.flops == brute_side_cost(inputs, side.output, level.sizes)
+    for lp in plan(inst).levels:
+        for schedule in lp.candidates:
+            if schedule.kind.name != "FEATURE_MAPS" or schedule.layout.name == "BAND":
+                continue
+            pair = next(s for s in schedule.steps if s.part.name == "PAIRS")
+            for side in pair.inputs:
+                steps, leaves = side_steps(schedule, side.name)
+                if not steps:
+                    continue
+                inputs = [t.indices for t in leaves]
+                names = list(dict.fromkeys(i for op in (*inputs, side.indices) for i in op))
+                letter = {n: opt_einsum.get_symbol(k) for k, n in enumerate(names)}
+                eq = ",".join("".join(letter[i] for i in op) for op in inputs) + "->"
+                eq += "".join(letter[i] for i in side.indices)
+                shapes = [tuple(schedule.sizes[i] for i in op) for op in inputs]
+                _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="optimal")
+                ours = 0
+                for contract_inds, removed, step_eq, _, _ in info.contraction_list:
+                    lhs, _ = step_eq.split("->")
+                    size = math.prod(schedule.sizes[names[n]] for n, c in enumerate(letter.values())
+                                     if c in lhs.replace(",", ""))  # fmt: skip
+                    per = max(1, len(contract_inds) - 1) + bool(removed)  # opt_einsum.helpers.flop_count
+                    ours += size * per if len(contract_inds) > 1 else (size if removed else 0)
+                assert sum(s.flops for s in steps) == ours, (schedule.name, side)
 
 
 def shapes_by_letter(inputs, letter, sizes) -> dict[str, int]:
@@ -565,7 +580,7 @@ def expected_score(name: str, inst) -> int:
 @pytest.mark.parametrize("name,sizes", [c for c in SMALL_CASES if c.values[0] != "tt"])
 def test_score_flops_closed_forms(name, sizes):
     inst = resolve(name, sizes)
-    assert feature_map_flops(inst).scored_pairs == expected_score(name, inst)
+    assert flop_counts(inst).scored_pairs == expected_score(name, inst)
 
 
 @pytest.mark.parametrize(
@@ -573,15 +588,14 @@ def test_score_flops_closed_forms(name, sizes):
     [([32, 8, 6, 4, 4, 4, 4, 2], 1024, 512), ([32, 8, 6, 4, 4, 4, 4, 2], 256, 64), ([3, 5, 1], 64, 16), ([7], 8, 16)],
 )
 def test_mlr_score_formula(ranks, T, D):
-    """DESIGN: all MLR scores cost T^2 sum r_l / p_l multiply-adds beyond the per-token maps."""
+    """docs/design.md §2: all MLR scores cost T^2 sum r_l / p_l multiply-adds beyond the per-token maps."""
     inst = resolve("mlr", {"T": T, "D": D, "levels": len(ranks), "ranks": ranks})
-    f = feature_map_flops(inst)
+    f = flop_counts(inst)
     assert f.per_token == 2 * 2 * D * sum(ranks)
     pairs = sum(Fraction(2 * T * T * r, 2 ** (n - 1)) for n, r in enumerate(ranks, 1))
     assert f.scored_pairs == T * f.per_token + pairs
     # against a standard head of the same r = sum r_l: strictly cheaper whenever there are > 1 levels
-    std = feature_map_flops(resolve("lowrank", {"T": T, "D": D, "r": sum(ranks)}))
-    assert f.per_token == std.per_token
+    std = flop_counts(resolve("lowrank", {"T": T, "D": D, "r": sum(ranks)}))
     assert (f.scored_pairs < std.scored_pairs) == (len(ranks) > 1 and any(ranks[1:]))
 
 
@@ -605,17 +619,18 @@ def test_flop_counter_lowrank(D, r, T):
     inst = resolve("lowrank", {"T": T, "D": D, "r": r})
     f, x = torch_factors(inst), torch.from_numpy(reference.random_input(inst))
 
-    def run():
-        if r <= D:  # x WQ, x WK, q k^T
-            q, k = x @ f["WQ"], x @ f["WK"]
-            return q @ k.T
-        # r > D: both factors on the query side (x WQ) WK^T, then a dot product over D
-        return (x @ f["WQ"]) @ f["WK"].T @ x.T
-
-    counted, scores = count_flops(run)
-    check_against_reference(inst, x, f, scores)
-    assert counted == feature_map_flops(inst).scored_pairs
-    assert counted == 4 * T * D * r + 2 * T * T * min(r, D)
+    orders = [
+        lambda: (x @ f["WQ"]) @ (x @ f["WK"]).T,  # x WQ, x WK, q k^T
+        lambda: (x @ f["WQ"]) @ f["WK"].T @ x.T,  # both factors on the query side, a dot product over D
+        lambda: x @ (f["WQ"] @ f["WK"].T) @ x.T,  # M = WQ WK^T once, then x M, then a dot product over D
+    ]
+    counts = []
+    for run in orders:
+        counted, scores = count_flops(run)
+        check_against_reference(inst, x, f, scores)
+        counts.append(counted)
+    assert flop_counts(inst).scored_pairs == min(counts)
+    assert counts[0] == 4 * T * D * r + 2 * T * T * r
 
 
 @pytest.mark.parametrize("D,T", [(16, 8), (24, 32)])
@@ -624,7 +639,7 @@ def test_flop_counter_dense(D, T):
     f, x = torch_factors(inst), torch.from_numpy(reference.random_input(inst))
     counted, scores = count_flops(lambda: x @ (x @ f["W"].T).T)  # k_u = W x_u, then x_t . k_u
     check_against_reference(inst, x, f, scores)
-    assert counted == feature_map_flops(inst).scored_pairs
+    assert counted == flop_counts(inst).scored_pairs
 
 
 @pytest.mark.parametrize("D,s,split,T", [(64, 1, "balanced", 16), (48, 1, "research", 8), (36, 2, "balanced", 8),
@@ -661,7 +676,7 @@ def test_flop_counter_btt(D, s, split, T):
         counts.append(counted)
     assert counts[0] == 2 * T * D * s * (a + b) + 2 * T * T * a * b * s
     assert counts[1] == 2 * T * D * s * (a + b) + 2 * T * T * D
-    assert feature_map_flops(inst).scored_pairs == min(counts)
+    assert flop_counts(inst).scored_pairs == min(counts)
 
 
 @pytest.mark.parametrize("D,T,ranks", [(64, 16, [2, 2, 1, 1]), (32, 8, [8, 4, 4]), (16, 8, [8, 8])])
@@ -686,7 +701,7 @@ def test_flop_counter_bilinear_mlr(D, T, ranks):
         total += scores
         assert counted == 4 * T * D * r + 2 * T * T * min(D, p * r)
     check_against_reference(inst, x, f, total)
-    assert feature_map_flops(inst).scored_pairs == counted_total
+    assert flop_counts(inst).scored_pairs == counted_total
 
 
 @pytest.mark.parametrize("D,T,ranks", [(16, 16, [2, 1, 1]), (32, 64, [4, 2, 2, 1])])
@@ -707,7 +722,7 @@ def test_flop_counter_mlr_blocks(D, T, ranks):
         counted_total += counted
         total += scores
     check_against_reference(inst, x, f, total)
-    assert feature_map_flops(inst).scored_pairs == counted_total
+    assert flop_counts(inst).scored_pairs == counted_total
 
 
 @pytest.mark.parametrize("D,T", [(36, 8), (48, 16)])
@@ -724,7 +739,7 @@ def test_flop_counter_kronecker(D, T):
     counted, scores = count_flops(run)
     check_against_reference(inst, x, f, scores)
     assert counted == 2 * T * D * (a + b) + 2 * T * T * D
-    assert feature_map_flops(inst).scored_pairs == counted
+    assert flop_counts(inst).scored_pairs == counted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,20 +749,18 @@ def test_flop_counter_kronecker(D, T):
 @pytest.mark.parametrize("name,sizes", SMALL_CASES)
 def test_formulas_evaluate_to_the_counts(name, sizes):
     inst = resolve(name, sizes)
-    f = formulas(inst)
-    counts = feature_map_flops(inst)
+    f = formulas(plan(inst))
+    counts = flop_counts(inst, DEFAULT_COST)
     assert evaluate(f.params, inst) == params(inst)
     assert evaluate(f.per_token, inst) == counts.per_token
-    pair_total = counts.per_pair * inst.T**2
-    assert pair_total == int(pair_total)
-    assert evaluate(f.pair, inst) == int(pair_total)
+    assert evaluate(f.factors, inst) == counts.factors
     assert evaluate(f.scored_pairs, inst) == counts.scored_pairs
 
 
 @pytest.mark.parametrize("name", ["btt", "kronecker", "monarch"])
 def test_formulas_fold_the_split(name):
     inst = resolve(name, {"D": 96, "T": 8})
-    f = formulas(inst)
+    f = formulas(plan(inst))
     assert f.splits == ("D = a*b = 8 x 12",)
 
 
@@ -782,10 +795,10 @@ score = x[t, i] Q[i, a] K[j, a] x[u, j]  where {lo} <= t - u <= {hi}
 def test_band_counts_and_formula(lo, hi, T):
     inst = resolve_text(BAND_TEXT.format(T=T, lo=lo, hi=hi))
     pairs = sum(1 for t in range(T) for u in range(T) if lo <= t - u <= hi)
-    flops = feature_map_flops(inst)
+    flops = flop_counts(inst)
     assert flops.scored_pairs == T * 4 * 6 * 2 + pairs * 2 * 2
-    f = formulas(inst)
-    assert evaluate(f.pair, inst) == pairs * 2 * 2
+    f = formulas(plan(inst))
+    assert evaluate(f.scored_pairs, inst) - T * evaluate(f.per_token, inst) == pairs * 2 * 2
     assert evaluate(f.scored_pairs, inst) == flops.scored_pairs
 
 
@@ -795,8 +808,8 @@ def test_swa_window_at_least_T(window):
     T, D, r = 32, 8, 2
     inst = resolve("swa", {"T": T, "D": D, "r": r, "window": window})
     causal = T * (T + 1) // 2
-    assert feature_map_flops(inst).scored_pairs == 4 * T * D * r + 2 * r * causal
-    assert evaluate(formulas(inst).scored_pairs, inst) == feature_map_flops(inst).scored_pairs
+    assert flop_counts(inst).scored_pairs == 4 * T * D * r + 2 * r * causal
+    assert evaluate(formulas(plan(inst)).scored_pairs, inst) == flop_counts(inst).scored_pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,7 +902,7 @@ def test_family_does_not_depend_on_names(name, sizes):
     original = resolve(name, sizes)
     assert family_rows(copy) == family_rows(original)
     assert params(copy) == params(original)
-    assert feature_map_flops(copy) == feature_map_flops(original)
+    assert flop_counts(copy) == flop_counts(original)
     assert rank_bound(copy) == rank_bound(original)
     # the catalog text, unchanged but under another name, too
     same = from_text(text, name="foo").resolve(dict(sizes))
@@ -963,8 +976,10 @@ def test_distance_profile_brute_force(name, sizes):
     profile = distance_profile(inst)
     assert profile.distance == list(range(inst.T))
     assert profile.flops == profile_of(grid)
+    counts = flop_counts(inst)
+    pairs = counts.scored_pairs - inst.T * counts.per_token - counts.factors
     assert sum(profile.flops[d] * (inst.T if d == 0 else 2 * (inst.T - d)) for d in range(inst.T)) == pytest.approx(
-        feature_map_flops(inst).per_pair * inst.T**2, rel=1e-12
+        pairs, rel=1e-12
     )
 
 
@@ -987,7 +1002,7 @@ def test_pair_flops_grid_brute_force(name, sizes, cells):
 
 
 def test_mlr_pair_cost_is_distance_dependent():
-    """DESIGN: pair (t, u) costs sum of r_l over the levels where t and u share a block (x2 FLOPs)."""
+    """docs/design.md §2: pair (t, u) costs sum of r_l over the levels where t and u share a block (x2 FLOPs)."""
     ranks = [4, 3, 2, 1]
     T = 16
     inst = resolve("mlr", {"T": T, "D": 8, "levels": 4, "ranks": ranks})
@@ -1007,7 +1022,7 @@ def test_mlr_pair_cost_is_distance_dependent():
 
 
 def taxonomy_by_hand(D: int, P: int, C_macs: int, R: int) -> tuple[float, float, float]:
-    """DESIGN section 1: psi = log R / log D, omega = log(C/P) / log D, nu = log(C/D) / log D."""
+    """docs/design.md §2: psi = log R / log D, omega = log(C/P) / log D, nu = log(C/D) / log D."""
     log_d = math.log(D)
     return math.log(R) / log_d, math.log(C_macs / P) / log_d, math.log(C_macs / D) / log_d
 
@@ -1052,10 +1067,10 @@ def test_taxonomy_bilinear_mlr_and_tt():
     tax = describe(inst).taxonomy
     P = 2 * 64 * sum(ranks)
     assert (tax.psi, tax.omega, tax.nu) == pytest.approx(taxonomy_by_hand(64, P, P, R), abs=1e-12)
-    inst = resolve("tt", {"T": 8, "D": 64, "a": 4, "b": 4, "s": 2})
+    inst = resolve("tt", {"T": 1024, "D": 64, "a": 4, "b": 4, "s": 2})  # long enough that no factor is pre-multiplied
     tax = describe(inst).taxonomy
     P = 4 * 4 * 2 + 2 * 4 * 4 * 2 + 2 * 4 * 4
-    C = brute_level(inst.levels[0], 8, 64)[1] // 2
+    C = brute_level(inst.levels[0], 1024, 1024**2)[1] // (2 * 1024)
     assert (tax.psi, tax.omega, tax.nu) == pytest.approx(taxonomy_by_hand(64, P, C, 64), abs=1e-12)
 
 

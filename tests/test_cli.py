@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ from click.testing import CliRunner
 from einsearch import catalog
 from einsearch.analyze import describe as analyze
 from einsearch.cli import main
-from einsearch.plan import plan
+from einsearch.planner import plan
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 MINE = "size T = 64\nsize D = 16\nindex r: 4\nscore = x[t, i] Q[i, r] K[j, r] x[u, j]\n"
 
 
@@ -96,7 +98,7 @@ def test_plan_json():
 def test_plan_text():
     code, out, _ = run("plan", "mlr", "--T", "256", "--D", "64", "--levels", "3", "--ranks", "8,4,2")
     assert code == 0
-    assert "alternatives:" in out and "opt_einsum" in out and "naive" in out
+    assert "alternatives" in out and "opt_einsum" in out and "naive" in out
 
 
 def test_check_a_user_file(tmp_path):
@@ -115,10 +117,10 @@ def test_check_a_user_file(tmp_path):
     [
         (["describe", "nosuch"], "nosuch: no catalog structure of this name"),
         (["describe", "btt", "--Q", "3"], "btt has no option --Q"),
-        (["describe", "btt", "--D"], "option --D needs a value"),
+        (["describe", "btt", "--D"], "--D: needs a value"),
         (["describe", "btt", "D"], "unexpected argument 'D'"),
-        (["describe", "btt", "--D", "0"], "btt.ein:"),
-        (["plan", "mlr", "--ranks", "1,2"], "mlr.ein:"),
+        (["describe", "btt", "--D", "0"], "--D: expected a positive whole number, got 0"),
+        (["plan", "mlr", "--ranks", "1,2"], "--ranks: has 2 entries but levels = 8 needs 8"),
         (["check", "absent.ein"], "absent.ein: no such file"),
     ],
 )
@@ -175,3 +177,86 @@ def test_entry_points():
     assert result.returncode == 0 and "btt" in result.stdout
     result = python("-m", "einsearch", "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout and "describe" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input: one line `einsearch: error: ...` naming the file or option, exit 2, never a traceback
+
+CATALOG_LIST = ", ".join(catalog.names())
+HOSTILE = [
+    (["mlr", "--T", "3"], "--T: T = 3 does not divide into (g t) at l = 2: T must be a multiple of 2 "
+     "(g = 2^(l - 1) = 2); for every l in 1..8 it must be a multiple of 128"),
+    (["mlr", "--T", "192"], "--T: T = 192 does not divide into (g t) at l = 8: T must be a multiple of 128 "
+     "(g = 2^(l - 1) = 128)"),
+    (["mlr", "--ranks", "a,b"], "--ranks: expected whole numbers separated by commas, got 'a,b'"),
+    (["mlr", "--ranks", "1,2"], "--ranks: has 2 entries but levels = 8 needs 8 (pass 8 comma-separated values)"),
+    (["mlr", "--levels", "0"], "--levels: must be a whole number from 1 to 4096 (the number of entries of ranks), "
+     "got 0"),
+    (["mlr", "--levels", "3"], "--levels: levels = 3 needs 3 entries of ranks but its default has 8 (pass --ranks "
+     "with 3 comma-separated values)"),
+    (["mlr", "--D", "4", "--D", "8"], "--D is given twice (4, then 8); give it once"),
+    (["mlr", "--D=4", "--D", "8"], "--D is given twice (4, then 8); give it once"),
+    (["mlr", "--foo", "3"], "mlr has no option --foo (its options: --T, --D, --levels, --ranks)"),
+    (["mlr", "--level", "3"], "mlr has no option --level; did you mean --levels? (its options: --T, --D, --levels, "
+     "--ranks)"),
+    (["btt", "--split", "even"], "--split: must be one of balanced, research, got 'even'"),
+    (["tt", "--a", "3"], "--a: c = D / (a * b) = 64/3 is not a whole number (D = 512, a = 3, b = 8)"),
+    (["mlrr"], f"mlrr: no catalog structure of this name; did you mean mlr? (catalog: {CATALOG_LIST}; or give a path "
+     "to a .ein file)"),
+    (["nosuch.ein"], "nosuch.ein: no such file"),
+    (["/"], "/: is a directory, not a .ein file"),
+]  # fmt: skip
+FILES = [
+    ("empty.ein", "1:1: no score: add a line like `score = x[t, i] W[i, j] x[u, j]`"),
+    ("bom_only.ein", "1:1: no score: add a line like `score = x[t, i] W[i, j] x[u, j]`"),
+    ("nul_byte.ein", "2:12: binary file: a NUL byte (a .ein file is UTF-8 text)"),
+    ("binary.ein", "3:1: binary file: a NUL byte (a .ein file is UTF-8 text)"),
+    ("latin1_doc.ein", "4:9: not UTF-8: byte 0xe9 (save the file as UTF-8)"),
+    ("utf16.ein", "1:1: not UTF-8: the file starts with a UTF-16 byte-order mark (save the file as UTF-8)"),
+]
+
+
+def assert_one_line_error(args: list[str], message: str) -> None:
+    code, out, err = run(*args)
+    assert (code, out) == (2, ""), err
+    assert err == f"einsearch: error: {message}\n"
+
+
+@pytest.mark.parametrize("command", ["describe", "check", "plan"])
+@pytest.mark.parametrize(("args", "message"), HOSTILE)
+def test_hostile_arguments(command, args, message):
+    assert_one_line_error([command, *args], message)
+
+
+@pytest.mark.parametrize("command", ["describe", "check"])
+@pytest.mark.parametrize(("fixture", "message"), FILES)
+def test_hostile_files(command, fixture, message):
+    path = str(FIXTURES / fixture)
+    assert_one_line_error([command, path], f"{path}:{message}")
+
+
+def test_bom_file_is_read():
+    code, out, err = run("check", str(FIXTURES / "bom.ein"))
+    assert code == 0 and out.rstrip().endswith("ok"), err
+
+
+def test_directory_fifo_and_unreadable_file(tmp_path, monkeypatch):
+    assert_one_line_error(["describe", str(tmp_path)], f"{tmp_path}: is a directory, not a .ein file")
+    fifo = tmp_path / "pipe.ein"
+    os.mkfifo(fifo)
+    # in a subprocess with a timeout: a command that opened the FIFO would wait for a writer forever
+    result = python("-m", "einsearch", "check", str(fifo))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"einsearch: error: {fifo}: is not a regular file (a FIFO, socket or device), not a .ein " \
+        "file\n"  # fmt: skip
+    secret = tmp_path / "secret.ein"
+    secret.write_text(MINE)
+    secret.chmod(0)
+    if os.access(secret, os.R_OK):  # root reads anything: make the open fail as it would for a user
+        from einsearch import structure
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(secret))
+
+        monkeypatch.setattr(structure.os, "open", refuse)
+    assert_one_line_error(["describe", str(secret)], f"{secret}: cannot be read: permission denied")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import threading
 from pathlib import Path
@@ -10,12 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from einsearch import catalog
-from einsearch.errors import DSLError
+from einsearch import catalog, errors, structure
+from einsearch.dsl import parse
+from einsearch.errors import DSLError, EinsearchError, NotFoundError, OptionError, Pos
 from einsearch.expr import sqrt_divisor
-from einsearch.structure import Instance, from_text
+from einsearch.options import parse_structure_options, parse_value
+from einsearch.structure import Instance, _written, decode_source, from_text, load
 
 CATALOG = catalog.catalog_dir()
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES = ["bilinear-mlr", "btt", "dense", "global-swa", "kronecker", "lowrank", "mlr", "monarch", "swa", "tt"]
 HEAD = "size T = 8\nsize D = 16\n"
 SCORE = "score = x[t, i] W[i, j] x[u, j]\n"
@@ -25,6 +30,19 @@ def error(text: str, overrides: dict | None = None, source: str = "f.ein") -> DS
     """The DSLError that parsing and resolving ``text`` raises (fails the test if there is none)."""
     with pytest.raises(DSLError) as info:
         from_text(text, source=source).resolve(overrides or {})
+    return info.value
+
+
+def option_error(text: str, overrides: dict, source: str = "f.ein") -> OptionError:
+    """The OptionError that resolving ``text`` with ``overrides`` raises."""
+    with pytest.raises(OptionError) as info:
+        from_text(text, source=source).resolve(overrides)
+    return info.value
+
+
+def catalog_option_error(name: str, overrides: dict) -> OptionError:
+    with pytest.raises(OptionError) as info:
+        catalog.find(name).resolve(overrides)
     return info.value
 
 
@@ -91,9 +109,9 @@ def test_find_by_path_and_missing(tmp_path):
     path.write_text(HEAD + SCORE)
     structure = catalog.find(str(path))
     assert structure.name == "mine" and structure.source == str(path)
-    with pytest.raises(DSLError, match="no such file"):
+    with pytest.raises(NotFoundError, match="no such file"):
         catalog.find(str(tmp_path / "absent.ein"))
-    with pytest.raises(DSLError, match="no catalog structure of this name"):
+    with pytest.raises(NotFoundError, match="no catalog structure of this name"):
         catalog.find("nosuch")
 
 
@@ -153,7 +171,14 @@ def test_factor_shape_mismatch():
 
 def test_size_does_not_divide():
     text = "size T = 8\nsize D = 10\nindex a: 3\nscore = x[t, (a b)] W[a, b, j] x[u, j]\n"
-    assert_error(error(text), 4, 15, "D = 10 does not divide into (a b): the declared part is 3")
+    assert_error(error(text), 4, 15, "D = 10 does not divide into (a b): D must be a multiple of 3 (a = 3)")
+    text = "size T = 8\nsize D = 10\nsize n = 3\nindex a: n, b: 2\nscore = x[t, (a b c)] W[a, b, c, j] x[u, j]\n"
+    message = "D = 10 does not divide into (a b c): D must be a multiple of 6 = a * b (a = n = 3, b = 2)"
+    assert_error(error(text), 5, 15, message)
+    err = option_error(text, {"D": 14})
+    assert str(err) == "--D: " + message.replace("10", "14")
+    err = option_error(text.replace("10", "12"), {"n": 5})  # the group's declared part comes from --n
+    assert str(err) == "--n: D = 12 does not divide into (a b c): D must be a multiple of 10 = a * b (a = n = 5, b = 2)"
 
 
 def test_declared_group_does_not_match_D():
@@ -161,10 +186,13 @@ def test_declared_group_does_not_match_D():
     assert_error(error(text), 4, 15, "size mismatch: (a b) is 3 * 4 = 12 but x's axis is D = 10")
 
 
-@pytest.mark.parametrize("value", [0, -4])
-def test_non_positive_size_option(value):
-    err = error(HEAD + SCORE, {"D": value})
-    assert_error(err, 2, 6, f"size D = {value} must be positive (from --D)")
+@pytest.mark.parametrize(
+    ("value", "shown"), [(0, "0"), (-4, "-4"), ("abc", "'abc'"), ([4, 8], "'4,8'"), (2.5, "2.5"), (None, "None")]
+)
+def test_bad_size_option(value, shown):
+    err = option_error(HEAD + SCORE, {"D": value})
+    assert (err.option, err.message) == ("D", f"expected a positive whole number, got {shown}")
+    assert str(err) == f"--D: expected a positive whole number, got {shown}"
 
 
 def test_non_positive_size_default():
@@ -173,12 +201,19 @@ def test_non_positive_size_default():
     assert_error(error(text), 3, 7, "index k has size 0: sizes must be positive")
 
 
-def test_catalog_option_errors_point_into_catalog_file():
-    err = error(catalog_text("btt"), {"D": 0}, source="btt.ein")
-    assert_error(err, 4, 6, "size D = 0 must be positive (from --D)", source="btt.ein")
-    err = error(catalog_text("tt"), {"a": 3}, source="tt.ein")
-    assert (err.pos.line, err.pos.col) == (8, 5)  # let c = D / (a * b)
-    assert str(err).startswith("tt.ein:8:5: c = 64/3 is not a whole number")
+def test_catalog_option_errors_name_the_option():
+    """Not a position in a catalog file the user never opened: the option, as they typed it."""
+    assert str(catalog_option_error("btt", {"D": 0})) == "--D: expected a positive whole number, got 0"
+    err = catalog_option_error("tt", {"a": 3})  # let c = D / (a * b)
+    assert str(err) == "--a: c = D / (a * b) = 64/3 is not a whole number (D = 512, a = 3, b = 8)"
+    err = catalog_option_error("kronecker", {"a": 5, "D": 96})  # both read: the first one named
+    assert str(err) == "--D: b = D / a = 96/5 is not a whole number (D = 96, a = 5)"
+
+
+def test_derived_value_errors_without_options_point_into_the_file():
+    assert_error(error(HEAD + "size a = D - 20\n" + SCORE), 3, 6, "size a = -4 must be positive")
+    err = option_error(HEAD + "size a = D - 20\n" + SCORE, {"D": 12})
+    assert str(err) == "--D: a = D - 20 = -8 must be positive (D = 12)"
 
 
 def test_cyclic_definition():
@@ -206,20 +241,68 @@ def test_sum_makes_index_used_once_legal():
 
 def test_param_list_wrong_length():
     text = catalog_text("mlr")
-    err = error(text, {"ranks": [32, 8, 6]}, source="mlr.ein")
-    assert_error(err, 6, 7, "ranks has 3 entries but levels = 8 (from --ranks)", source="mlr.ein")
-    err = error(text, {"levels": 3}, source="mlr.ein")
-    assert_error(err, 6, 7, "ranks has 8 entries but levels = 3; pass --ranks with 3 values", source="mlr.ein")
+    err = option_error(text, {"ranks": [32, 8, 6]}, source="mlr.ein")
+    assert err.option == "ranks"
+    assert str(err) == "--ranks: has 3 entries but levels = 8 needs 8 (pass 8 comma-separated values)"
+    err = option_error(text, {"levels": 3}, source="mlr.ein")
+    assert str(err) == "--levels: levels = 3 needs 3 entries of ranks but its default has 8 (pass --ranks with 3 " \
+        "comma-separated values)"  # fmt: skip
+    err = option_error(text, {"levels": 3, "ranks": [1, 2]}, source="mlr.ein")
+    assert str(err) == "--ranks: has 2 entries but levels = 3 needs 3 (pass 3 comma-separated values)"
+    err = option_error(text, {"levels": 2, "ranks": [1, 2, 3]}, source="mlr.ein")
+    assert str(err) == "--ranks: has 3 entries but levels = 2 needs 2 (pass 2 comma-separated values)"
+    err = option_error(HEAD + "param ranks[1] = [4]\n" + SCORE, {"ranks": [1, 2]})
+    assert str(err) == "--ranks: has 2 entries but it needs 1 (pass 1 value)"
+    file = HEAD + "param n = 3\nparam ranks[n] = [4, 2]\n" + SCORE  # the file contradicts itself
+    assert_error(error(file), 4, 7, "ranks has 2 entries but n = 3 needs 3; pass --ranks with 3 comma-separated values")
     instance = from_text(text, source="mlr.ein").resolve({"levels": 3, "ranks": [4, 2, 1]})
     assert [level.sizes["r"] for level in instance.levels] == [4, 2, 1]
     instance = from_text(text, source="mlr.ein").resolve({"levels": 2, "ranks": 5})  # one number for each entry
     assert instance.values["ranks"] == [5, 5]
 
 
+@pytest.mark.parametrize(("levels", "shown"), [(0, "0"), (-1, "-1"), (4097, "4097"), (2**70, str(2**70))])
+def test_list_length_option_out_of_range(levels, shown):
+    """--levels 0 would need an empty --ranks, which no command line can write: say what is allowed."""
+    err = catalog_option_error("mlr", {"levels": levels})
+    assert str(err) == f"--levels: must be a whole number from 1 to 4096 (the number of entries of ranks), got {shown}"
+    err = option_error(HEAD + "param n = 2\nparam ranks[n - 1] = 3\n" + SCORE, {"n": 1})
+    assert str(err) == "--n: makes the length of ranks n - 1 = 0; it must be a whole number from 1 to 4096"
+
+
+@pytest.mark.parametrize("value", ["a,b", "", "1,,2", [1, "a"], [1, 2.5], [True] * 8])
+def test_list_option_of_non_numbers(value):
+    err = catalog_option_error("mlr", {"ranks": value})
+    shown = repr(value) if isinstance(value, str) else repr(",".join(map(str, value)))
+    assert str(err) == f"--ranks: expected whole numbers separated by commas, got {shown}"
+
+
+def test_divisibility_states_the_rule():
+    err = catalog_option_error("mlr", {"T": 3})
+    assert err.option == "T"
+    assert str(err) == "--T: T = 3 does not divide into (g t) at l = 2: T must be a multiple of 2 " \
+        "(g = 2^(l - 1) = 2); for every l in 1..8 it must be a multiple of 128"  # fmt: skip
+    err = catalog_option_error("mlr", {"T": 192})  # only the last level fails: what it asks is all they ask
+    assert str(err) == "--T: T = 192 does not divide into (g t) at l = 8: T must be a multiple of 128 " \
+        "(g = 2^(l - 1) = 128)"  # fmt: skip
+    err = catalog_option_error("mlr", {"levels": 12, "ranks": 1})  # T is the default: --levels made it fail
+    assert str(err) == "--levels: T = 1024 does not divide into (g t) at l = 12: T must be a multiple of 2048 " \
+        "(g = 2^(l - 1) = 2048)"  # fmt: skip
+    text = HEAD + "for l in 1..2:\n    index a: 3 * l\n    score += x[t, (a i)] W[a, i, j] x[u, j]\n"
+    assert_error(error(text), 5, 20, "D = 16 does not divide into (a i) at l = 1: D must be a multiple of 3 "
+                 "(a = 3 * l = 3); for every l in 1..2 it must be a multiple of 6")  # fmt: skip
+    text = HEAD + "index a: 4, b: 2\nscore = x[t, (a b)] W[a, b, j] x[u, j]\n"
+    assert str(option_error(text, {"D": 12})) == "--D: size mismatch: (a b) is 4 * 2 = 8 but x's axis is D = 12"
+
+
 def test_unknown_option():
-    err = error(HEAD + SCORE, {"foo": 3})
-    assert err.pos is None
-    assert str(err) == "f.ein: structure has no option --foo (its options: --T, --D)"
+    err = option_error(HEAD + SCORE, {"foo": 3})
+    assert err.option == "foo"
+    assert str(err) == "structure has no option --foo (its options: --T, --D)"
+    err = catalog_option_error("mlr", {"level": 3})
+    assert str(err) == "mlr has no option --level; did you mean --levels? (its options: --T, --D, --levels, --ranks)"
+    err = catalog_option_error("mlr", {"d": 3})
+    assert str(err) == "mlr has no option --d; did you mean --D? (its options: --T, --D, --levels, --ranks)"
 
 
 def test_let_is_not_an_option():
@@ -227,7 +310,7 @@ def test_let_is_not_an_option():
     assert [o.name for o in structure.options] == ["T", "D"]
     assert structure.resolve().values == {"T": 8, "D": 16, "b": 4}
     assert structure.resolve({"D": 32}).values["b"] == 8
-    with pytest.raises(DSLError, match=r"^f\.ein: structure has no option --b \(its options: --T, --D\)$"):
+    with pytest.raises(OptionError, match=r"^structure has no option --b \(its options: --T, --D\)$"):
         structure.resolve({"b": 2})
 
 
@@ -238,11 +321,13 @@ def test_let_must_be_whole():
 
 def test_bad_choice():
     text = HEAD + "choice m = p | q\n" + SCORE
-    assert_error(error(text, {"m": "z"}), 3, 8, "--m must be one of p, q, got 'z'")
+    assert str(option_error(text, {"m": "z"})) == "--m: must be one of p, q, got 'z'"
     assert from_text(text, source="f.ein").resolve({"m": "q"}).values["m"] == "q"
     assert from_text(text, source="f.ein").resolve().values["m"] == "p"
-    err = error(catalog_text("btt"), {"split": "even"}, source="btt.ein")
-    assert_error(err, 6, 8, "--split must be one of balanced, research, got 'even'", source="btt.ein")
+    err = catalog_option_error("btt", {"split": "even"})
+    assert str(err) == "--split: must be one of balanced, research, got 'even'"
+    err = catalog_option_error("btt", {"split": "reseach"})
+    assert str(err) == "--split: must be one of balanced, research, got 'reseach'; did you mean research?"
 
 
 def test_failing_require():
@@ -300,7 +385,10 @@ def test_positions_inside_a_loop():
     assert_error(error(text), 7, 27, "index q has no size: declare it with `index q: ...`")
     text = HEAD.replace("8", "6") + "for l in 1..3:\n    index g: 2^(l-1)\n" \
         "    score += x[(g t), i] W[i, j] x[(g u), j]\n"  # fmt: skip
-    assert_error(error(text), 5, 17, "T = 6 does not divide into (g t): the declared part is 4")
+    assert_error(error(text), 5, 17, "T = 6 does not divide into (g t) at l = 3: T must be a multiple of 4 "
+                 "(g = 2^(l - 1) = 4)")  # fmt: skip
+    assert_error(error(text.replace("1..3", "1..4")), 5, 17, "T = 6 does not divide into (g t) at l = 3: T must be "
+                 "a multiple of 4 (g = 2^(l - 1) = 4); for every l in 1..4 it must be a multiple of 8")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,9 +590,175 @@ def test_random_overrides(name, option, value):
     structure = catalog.find(name)
     try:
         instance = run_within(20, lambda: structure.resolve({option: value}))
-    except DSLError as err:
-        assert str(err).startswith(structure.source)
-        if err.pos is None:
-            assert f"has no option --{option}" in err.message
+    except OptionError as err:  # it names the one option given
+        assert err.option == option and str(err).startswith((f"--{option}: ", f"{name} has no option --{option}"))
+        assert "\n" not in str(err)
+        return
+    except DSLError as err:  # the file's own constraints (a requirement, a size), at their place
+        assert str(err).startswith(structure.source) and err.pos is not None
         return
     assert all(v >= 1 for level in instance.levels for v in level.sizes.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files, names and options: each a clean EinsearchError saying what is wrong
+
+
+def test_every_error_class_derives_from_the_root():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, BaseException)]
+    assert {c.__name__ for c in classes} >= {"EinsearchError", "DSLError", "OptionError", "NotFoundError"}
+    assert all(issubclass(c, EinsearchError) for c in classes)
+    assert str(DSLError("bad", Pos(3, 4), "f.ein")) == "f.ein:3:4: bad"
+    assert str(DSLError("bad", None, "f.ein")) == "f.ein: bad"
+    assert str(DSLError("bad").located("g.ein")) == "g.ein: bad"
+    assert str(OptionError("ranks", "bad")) == "--ranks: bad"
+    assert str(OptionError("D", "--D is given twice")) == "--D is given twice"  # names it already
+    assert str(OptionError("l", "pass --levels")) == "--l: pass --levels"  # --levels is not --l
+    assert str(OptionError(None, "unexpected argument 'x'")) == "unexpected argument 'x'"
+    assert str(NotFoundError("x.ein", "no such file")) == "x.ein: no such file"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "line", "col", "message"),
+    [
+        ("latin1_doc.ein", 4, 9, "not UTF-8: byte 0xe9 (save the file as UTF-8)"),
+        ("nul_byte.ein", 2, 12, "binary file: a NUL byte (a .ein file is UTF-8 text)"),
+        ("binary.ein", 3, 1, "binary file: a NUL byte (a .ein file is UTF-8 text)"),
+        ("utf16.ein", 1, 1, "not UTF-8: the file starts with a UTF-16 byte-order mark (save the file as UTF-8)"),
+        ("empty.ein", 1, 1, "no score: add a line like `score = x[t, i] W[i, j] x[u, j]`"),
+        ("bom_only.ein", 1, 1, "no score: add a line like `score = x[t, i] W[i, j] x[u, j]`"),
+    ],
+)
+def test_hostile_file(fixture, line, col, message):
+    path = str(FIXTURES / fixture)
+    with pytest.raises(DSLError) as info:
+        catalog.find(path)
+    assert_error(info.value, line, col, message, source=path)
+
+
+def test_byte_order_mark_is_dropped():
+    structure = load(FIXTURES / "bom.ein")
+    assert structure.doc == "saved with a byte-order mark"
+    assert structure.resolve().factor_shapes == {"W": (16, 16)}
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "col", "byte"),
+    [
+        (b'doc "na\xc3\xafve caf\xe9"\n', 1, 15, 0xE9),  # columns count characters: the 2-byte one is one
+        (b'size T = 8\r\nsize D = 16\r\ndoc "\xff"', 3, 6, 0xFF),  # CRLF is one line break
+        (b"\xef\xbb\xbfsize T = \x80", 1, 10, 0x80),  # after a byte-order mark, which takes no column
+        (b"a\n\xc3", 2, 1, 0xC3),  # a sequence cut short by the end of the file
+    ],
+)
+def test_not_utf8_position(data, line, col, byte):
+    with pytest.raises(DSLError) as info:
+        decode_source(data, "f.ein")
+    assert_error(info.value, line, col, f"not UTF-8: byte 0x{byte:02x} (save the file as UTF-8)")
+
+
+def test_directory_fifo_device_and_missing_file(tmp_path):
+    cases = {str(tmp_path): "is a directory, not a .ein file"}
+    for absent in ("absent.ein", "absent", "absent.ein/x.ein"):
+        cases[str(tmp_path / absent)] = "no such file"
+    (tmp_path / "dir.ein").mkdir()
+    cases[str(tmp_path / "dir.ein")] = "is a directory, not a .ein file"
+    fifo = tmp_path / "fifo.ein"
+    os.mkfifo(fifo)
+    cases[str(fifo)] = "is not a regular file (a FIFO, socket or device), not a .ein file"
+    if os.path.exists("/dev/null"):
+        cases["/dev/null"] = "is not a regular file (a FIFO, socket or device), not a .ein file"
+    for path, message in cases.items():
+        with pytest.raises(NotFoundError) as info:
+            run_within(10, lambda path=path: catalog.find(path))  # a FIFO must never be opened and waited on
+        assert str(info.value) == f"{path}: {message}"
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "secret.ein"
+    path.write_text(HEAD + SCORE)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: make the open fail the way it would for a user
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(structure.os, "open", refuse)
+    with pytest.raises(DSLError) as info:
+        catalog.find(str(path))
+    assert info.value.pos is None
+    assert str(info.value) == f"{path}: cannot be read: permission denied"
+
+
+def test_symlink_loop_and_huge_file(tmp_path, monkeypatch):
+    (tmp_path / "a.ein").symlink_to(tmp_path / "b.ein")
+    (tmp_path / "b.ein").symlink_to(tmp_path / "a.ein")
+    with pytest.raises(DSLError, match=r"a\.ein: cannot be read: too many levels of symbolic links$"):
+        catalog.find(str(tmp_path / "a.ein"))
+    monkeypatch.setattr(structure, "MAX_FILE_BYTES", 10)
+    with pytest.raises(DSLError, match=r"bom\.ein: is larger than 10 bytes: not a structure file$"):
+        catalog.find(str(FIXTURES / "bom.ein"))
+
+
+def test_unknown_catalog_name():
+    listed = ", ".join(NAMES)
+    cases = {
+        "mlrr": f"mlrr: no catalog structure of this name; did you mean mlr? (catalog: {listed}; or give a path to a "
+        ".ein file)",
+        "BTT": f"BTT: no catalog structure of this name; did you mean btt? (catalog: {listed}; or give a path to a "
+        ".ein file)",
+        "qqq": f"qqq: no catalog structure of this name (catalog: {listed}; or give a path to a .ein file)",
+        "mlr.ein": "mlr.ein: no such file (for the catalog structure, write just mlr)",
+        "sub/mlr": "sub/mlr: no such file",  # a path, never a name looked up under the catalog
+        "": "'': give a catalog name (see `einsearch list`) or a path to a .ein file",
+    }
+    for name, message in cases.items():
+        with pytest.raises(NotFoundError) as info:
+            catalog.find(name)
+        assert str(info.value) == message
+
+
+PARSED = [("8", 8), ("-4", -4), ("32,8,6", [32, 8, 6]), (" 32, 8 ", [32, 8]), ("research", "research"),
+          ("a,b", "a,b"), ("1e3", "1e3"), ("", ""), ("1,,2", "1,,2"), ("\u0663", "\u0663")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "value"), PARSED)
+def test_parse_value(text, value):
+    assert parse_value(text) == value
+
+
+def test_parse_structure_options():
+    assert parse_structure_options(["--D", "256", "--ranks=32,8", "--split", "research", "--window", "-1"]) == {
+        "D": 256, "ranks": [32, 8], "split": "research", "window": -1}  # fmt: skip
+    form = "structure options are written --NAME VALUE or --NAME=VALUE"
+    cases = {
+        ("--D", "4", "--D", "8"): ("D", "--D is given twice (4, then 8); give it once"),
+        ("--D=4", "--D", "8"): ("D", "--D is given twice (4, then 8); give it once"),
+        ("--D",): ("D", f"--D: needs a value ({form})"),
+        ("--D", "--T", "4"): ("D", f"--D: needs a value ({form})"),
+        ("--D=",): ("D", f"--D: needs a value after '=' ({form})"),
+        ("D", "4"): (None, f"unexpected argument 'D': {form}"),
+        ("-D", "4"): (None, f"unexpected argument '-D': {form}"),
+        ("--", "4"): (None, f"unexpected argument '--': {form}"),
+        ("--=4",): (None, f"unexpected argument '--=4': {form}"),
+        ("--D", "1" + "0" * 1000): ("D", "--D: a number with more than 1000 digits is surely a mistake"),
+    }
+    for args, (option, message) in cases.items():
+        with pytest.raises(OptionError) as info:
+            parse_structure_options(list(args))
+        assert (info.value.option, str(info.value)) == (option, message)
+
+
+WRITTEN = [("2^(l-1)", "2^(l - 1)"), ("D / (a * b)", "D / (a * b)"), ("(a - b) - c", "a - b - c"),
+           ("a - (b - c)", "a - (b - c)"), ("-2^2", "-2^2"), ("(-2)^2", "(-2)^2"), ("2^3^2", "2^3^2"),
+           ("(2^3)^2", "(2^3)^2"), ("2 * -a", "2 * -a"), ("min(a, b + 1) // 2", "min(a, b + 1) // 2"),
+           ("ranks[l + 1]", "ranks[l + 1]"), ("not a == b or c", "not a == b or c"),
+           ("(a + b) % 3", "(a + b) % 3")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "written"), WRITTEN)
+def test_expressions_written_back(text, written):
+    """Messages quote a size's declaration (``g = 2^(l - 1) = 128``): rebuilt with the brackets it needs."""
+    expr = parse(HEAD + f"size z = {text}\n" + SCORE).symbols["z"].value
+    assert _written(expr) == written
+    assert _written(parse(HEAD + f"size z = {written}\n" + SCORE).symbols["z"].value) == written

@@ -1,5 +1,6 @@
-"""The optimizer: plans are never worse than opt_einsum, MLR costs what DESIGN.md says, and every
-candidate schedule computes the reference scores (and the FLOPs it claims) when run with torch."""
+"""The optimizer: MLR costs what docs/design.md §2 says, every candidate schedule (one level or
+several) computes the reference scores and the FLOPs it claims when run with torch, and describe's
+numbers are the plan's (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from support import SMALL, random_case
 from torch.utils.flop_counter import FlopCounterMode
 
+import einsearch
 from einsearch import catalog, reference
-from einsearch.interpret import level_scores, run, score_matrix
-from einsearch.plan import Schedule, plan
-
-SMALL = {
-    "dense": {"D": 16, "T": 16},
-    "lowrank": {"D": 16, "T": 16, "r": 4},
-    "btt": {"D": 36, "T": 8, "s": 2},
-    "monarch": {"D": 24, "T": 8},
-    "kronecker": {"D": 12, "T": 8},
-    "tt": {"D": 24, "a": 2, "b": 3, "T": 8},
-    "bilinear-mlr": {"D": 16, "T": 8, "levels": 3, "ranks": [3, 2, 1]},
-    "mlr": {"D": 16, "T": 32, "levels": 4, "ranks": [4, 3, 2, 1]},
-    "swa": {"D": 16, "T": 37, "r": 4, "window": 5},
-    "global-swa": {"D": 16, "T": 19, "rg": 3, "rw": 2, "window": 4},
-}
+from einsearch.analyze.counts import plan_flops
+from einsearch.interpret import run, schedule_scores, score_matrix
+from einsearch.planner import FLOPS, Kind, Layout, Op, Schedule, plan
+from einsearch.structure import from_text
 
 
 def test_small_cases_cover_the_catalog():
@@ -36,7 +27,7 @@ def test_small_cases_cover_the_catalog():
 def test_lowrank_plan_numbers_by_hand(B, T, D, r):
     """Every number `einsearch plan` prints for a standard head, from its three matmuls."""
     p = plan(catalog.find("lowrank").resolve({"T": T, "D": D, "r": r}), B)
-    chosen = p.levels[0].chosen
+    (chosen,) = p.schedules
     assert chosen.name == "feature maps (q: WQ | k: WK)"
     assert p.flops == p.opt_einsum_flops == 2 * (2 * B * T * D * r) + 2 * B * T * T * r
     assert p.naive_flops == 2 * B * T * T * D * D * r  # every index at once: n t u i j a
@@ -65,14 +56,13 @@ def grid():
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_plan_never_above_opt_einsum(batch):
+def test_every_level_computed_once(batch):
+    """The recipe covers each level exactly once, in level order of the schedules' first levels."""
     for name, options in grid():
         p = plan(catalog.find(name).resolve(options), batch)
-        assert p.flops <= p.opt_einsum_flops, (name, options)
-        assert p.flops <= p.naive_flops, (name, options)
-        for lp in p.levels:
-            eligible = [s for s in lp.candidates if s.flops <= lp.opt_einsum.flops]
-            assert lp.chosen.estimate == min(s.estimate for s in eligible)
+        covered = [n for s in p.schedules for n in s.levels]
+        assert sorted(covered) == [lv.number for lv in p.instance.levels], (name, options)
+        assert [s.levels[0] for s in p.schedules] == sorted(s.levels[0] for s in p.schedules)
 
 
 @pytest.mark.parametrize(
@@ -82,46 +72,22 @@ def test_plan_never_above_opt_einsum(batch):
 def test_mlr_pair_part_is_t2_sum_r_over_p(T, levels, ranks):
     D = 512
     p = plan(catalog.find("mlr").resolve({"T": T, "D": D, "levels": levels, "ranks": ranks}))
-    pair_macs = T * T * sum(r / 2 ** (level - 1) for level, r in enumerate(ranks, 1))  # DESIGN.md section 1
+    pair_macs = T * T * sum(r / 2 ** (level - 1) for level, r in enumerate(ranks, 1))  # docs/design.md §2
     maps = sum(2 * T * D * r for r in ranks)  # q and k of every level: T x D x r multiply-adds each
     assert p.flops == 2 * pair_macs + 2 * maps
-    for lp in p.levels:
-        assert "block-batched" in lp.chosen.name or lp.level.blocks == 1
-        assert lp.chosen.largest <= max(T * T // lp.level.blocks, T * D)  # never a T x T buffer per level
-
-
-def test_btt_with_tt_rank_above_one_maps_one_side_only():
-    """BTT with s > 1: the inner size D*s exceeds D, so M goes to the key side whole."""
-    p = plan(catalog.find("btt").resolve({"T": 1024, "D": 256, "s": 4}))
-    chosen = p.levels[0].chosen
-    assert "q: x |" in chosen.name or "| k: x)" in chosen.name
-    assert chosen.flops < p.opt_einsum_flops or chosen.flops == p.opt_einsum_flops
-
-
-def test_small_sequence_materialises_m():
-    """With few tokens and a wide head, multiplying the factors first (M, D x D) is cheaper."""
-    p = plan(catalog.find("lowrank").resolve({"T": 4, "D": 64, "r": 64}), batch=1)
-    # x W_Q W_K^T x^T: per token 2 D r on each side vs M once (2 D^2 r) then 2 D^2 per key
-    assert p.flops <= 2 * 4 * 64 * 64 * 2 + 2 * 16 * 64
-
-
-def random_case(name: str, batch: int = 2):
-    instance = catalog.find(name).resolve(SMALL[name])
-    factors = reference.random_factors(instance)
-    xs = [reference.random_input(instance, seed=seed) for seed in range(1, batch + 1)]
-    torch_factors = {k: torch.from_numpy(v) for k, v in factors.items()}
-    return instance, factors, xs, torch_factors, torch.from_numpy(np.stack(xs))
+    for schedule in p.schedules:  # never a T x T buffer for a blocked level
+        assert schedule.largest <= max(T * T // min(p.instance.levels[n - 1].blocks for n in schedule.levels), T * D)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_candidate_matches_the_reference(name):
     instance, factors, xs, torch_factors, x = random_case(name)
     p = plan(instance, batch=len(xs))
-    for lp in p.levels:
-        expected = np.stack([reference.level_scores(lp.level, xi, factors) for xi in xs])
-        for schedule in lp.candidates:
-            got = level_scores(schedule, lp.level, x, torch_factors).numpy()
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10, err_msg=schedule.name)
+    for schedule in candidates(p):
+        expected = sum(np.stack([reference.level_scores(instance.levels[n - 1], xi, factors) for xi in xs])
+                       for n in schedule.levels)  # fmt: skip
+        got = schedule_scores(schedule, instance, x, torch_factors).numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10, err_msg=schedule.name)
     total = np.stack([reference.score_matrix(instance, xi, factors) for xi in xs])
     np.testing.assert_allclose(score_matrix(p, x, torch_factors).numpy(), total, rtol=0, atol=1e-10)
 
@@ -132,7 +98,7 @@ def multiply_add_flops(schedule: Schedule) -> int:
     total = 0
     for step in schedule.steps:
         summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
-        if step.kind == "contract" and len(step.inputs) > 1 and math.prod(schedule.sizes[i] for i in summed) > 1:
+        if step.op is Op.CONTRACT and len(step.inputs) > 1 and math.prod(schedule.sizes[i] for i in summed) > 1:
             total += step.flops
     return total
 
@@ -141,16 +107,90 @@ def multiply_add_flops(schedule: Schedule) -> int:
 def test_flop_counter_agrees_with_the_plan(name):
     instance, _, _, torch_factors, x = random_case(name)
     p = plan(instance, batch=x.shape[0])
-    for lp in p.levels:
-        for schedule in lp.candidates:
-            with FlopCounterMode(display=False) as counter:
-                run(schedule, x, torch_factors)
-            assert counter.get_total_flops() == multiply_add_flops(schedule), schedule.name
+    for schedule in candidates(p):
+        with FlopCounterMode(display=False) as counter:
+            run(schedule, x, torch_factors)
+        assert counter.get_total_flops() == multiply_add_flops(schedule), schedule.name
 
 
 def test_band_schedules_only_touch_the_band():
     p = plan(catalog.find("swa").resolve({"T": 4096, "D": 256, "r": 64, "window": 128}))
-    chosen = p.levels[0].chosen
-    assert chosen.layout == "band"
+    (chosen,) = p.schedules
+    assert chosen.layout is Layout.BAND
     assert chosen.band.chunk == 129  # the window's width: the fewest FLOPs by far gather a window per query
     assert chosen.largest < 4096 * 4096 // 8
+
+
+def candidates(p) -> list[Schedule]:
+    """Every schedule the plan considered: each level's own, and those spanning levels."""
+    return [s for lp in p.levels for s in lp.candidates] + list(p.groups)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_describe_flops_are_the_plans_and_the_flop_counters(name):
+    """One plan behind every number: describe's score is the plan's, and FlopCounterMode counts as
+    much on the interpreter running that plan (every step there sums an index, see below)."""
+    instance, _, _, torch_factors, x = random_case(name, batch=1)
+    p = plan(instance)
+    d = einsearch.describe(instance)
+    assert d.flops.score == d.score == p.flops == plan_flops(p).score
+    with FlopCounterMode(display=False) as counter:
+        score_matrix(p, x, torch_factors)
+    assert counter.get_total_flops() == sum(multiply_add_flops(s) for s in p.schedules)
+    lone = sum(s.flops - multiply_add_flops(s) for s in p.schedules)
+    assert counter.get_total_flops() + lone == p.flops  # lone: elementwise steps FlopCounterMode does not count
+
+
+def test_mlr_runs_per_depth_at_length():
+    """MLR at T = 4096: the nested per-depth form wins (one score write per pair), FLOPs unchanged."""
+    instance = catalog.find("mlr").resolve({"T": 4096, "D": 256})
+    p = plan(instance)
+    (nested,) = p.schedules
+    assert nested.kind is Kind.NESTED_BLOCKS and nested.layout is Layout.NESTED
+    assert nested.nesting.channels == (32, 40, 46, 50, 54, 58, 62, 64)
+    T, ranks = 4096, [32, 8, 6, 4, 4, 4, 4, 2]
+    assert p.flops == 2 * T * T * sum(r / 2 ** (n - 1) for n, r in enumerate(ranks, 1)) + 2 * 2 * T * 256 * 64
+    assert nested.largest == T * T // 2  # depth 1: each half of the sequence against the other, 2 x (T/2)^2
+
+
+def test_kronecker_sum_shares_one_pair_product():
+    """A Kronecker sum A (x) I + I (x) B: two terms with the same (global) pattern; one pair product
+    over the concatenated maps is cheaper than a product per term."""
+    text = """
+size T = 4096
+size D = 256
+let a = 16
+index i1: a, j1: a, i2: a, j2: a
+score = x[t, (i1 i2)] A[i1, j1] x[u, (j1 i2)]
+score += x[t, (i1 i2)] B[i2, j2] x[u, (i1 j2)]
+"""
+    p = plan(from_text(text, name="kron-sum").resolve())
+    (shared,) = p.schedules
+    assert shared.kind is Kind.SHARED_PAIRS and shared.levels == (1, 2)
+    assert shared.flops <= sum(lp.opt_einsum.flops for lp in p.levels)
+    assert shared.estimate < sum(lp.chosen.estimate for lp in p.levels)
+
+
+def test_cost_model_is_an_argument():
+    instance = catalog.find("swa").resolve({"T": 4096, "D": 256, "r": 64, "window": 128})
+    by_flops = plan(instance, cost=FLOPS)
+    assert by_flops.schedules[0].band.chunk == 1  # fewest FLOPs: each query against its own window
+    assert by_flops.flops < plan(instance).flops
+    assert by_flops.cost.beta == 0
+
+
+def test_a_long_chain_is_planned_quickly():
+    """64 factors: the split enumeration is capped (n + 1 cuts of the chain), and says so."""
+    import time
+
+    n = 64
+    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
+    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
+    text = f"size T = 64\nsize D = 4\nindex {', '.join(f'{c}: 2' for c in bonds[1:-1])}\n"
+    text += f"score = x[t, i] {chain} x[u, j]\n"
+    instance = from_text(text, name="chain").resolve()
+    start = time.perf_counter()
+    p = plan(instance)
+    assert time.perf_counter() - start < 10  # generous: the point is no 2^64 enumeration
+    assert len(p.levels[0].candidates) < 200
+    assert "only the n + 1 splits" in str(p)

@@ -1,15 +1,18 @@
-"""What ``describe`` reports: every count of one head, from the levels' einsums."""
+"""What ``describe`` reports: every count of one head, from the levels' einsums and their plan."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..plan import plan
+from ..planner import DEFAULT_COST, Balanced, Plan, plan
 from ..structure import Instance
-from .counts import Flops, feature_map_flops, params
-from .exact import exact_rank, rank_work
+from .cache import cached_formulas
+from .counts import Flops, params, plan_flops
+from .exact import RANK_LIMIT, exact_rank, rank_side
 from .family import LevelFamily, level_family
+from .formulas import Formulas
+from .pattern import Profile, distance_profile
 from .rank import rank_bound
 
 __all__ = ["Description", "Taxonomy", "describe"]
@@ -17,7 +20,7 @@ __all__ = ["Description", "Taxonomy", "describe"]
 
 @dataclass(frozen=True)
 class Taxonomy:
-    """Exponents placing a D x D feature structure on the map (DESIGN.md section 1)."""
+    """Exponents placing a D x D feature structure on the map (docs/design.md §2)."""
 
     psi: float  # log R / log D: 1 = full rank
     omega: float  # log(C / P) / log D: 0 = each parameter used once per token
@@ -26,31 +29,68 @@ class Taxonomy:
 
 @dataclass(frozen=True)
 class Description:
+    """Every count of one head of an instance, taken from its plan (batch 1).
+
+    ``str()`` is the text report of ``einsearch describe``, ``to_dict()`` its ``--json`` object.
+    """
+
     instance: Instance
+    plan: Plan = field(repr=False)
     params: int
     rank_bound: int
     rank_numeric: int | None  # None when the matrix is too large to check
     flops: Flops
-    score: int  # all T x T scores of one sequence, as the optimizer's plan computes them
-    levels: list[LevelFamily]
+    levels: tuple[LevelFamily, ...]
     taxonomy: Taxonomy | None
+    formulas: Formulas
+    profile: Profile = field(repr=False)
 
     @property
     def rank(self) -> int:
         return self.rank_numeric if self.rank_numeric is not None else self.rank_bound
 
+    @property
+    def score(self) -> int:
+        """All T x T scores of one sequence, as the plan computes them."""
+        return self.flops.score
 
-def describe(instance: Instance, rank_limit: int = 1024) -> Description:
-    """Counts of one head; the exact rank check runs when its matrix is at most ``rank_limit`` on a side."""
+    def to_dict(self, heads: int = 1, macs: bool = False, full_pattern: bool = False) -> dict:
+        """What ``einsearch describe --json`` prints."""
+        from ..report import describe_json
+
+        return describe_json(self, heads, macs, full_pattern)
+
+    def text(self, heads: int = 1, macs: bool = False) -> str:
+        """What ``einsearch describe`` prints."""
+        from ..report import describe_text
+
+        return describe_text(self, heads, macs)
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = DEFAULT_COST) -> Description:
+    """Counts of one head; the exact rank runs when its matrix is at most ``rank_limit`` on a side.
+
+    >>> import einsearch
+    >>> d = einsearch.describe(einsearch.load("btt").resolve(D=256))
+    >>> d.params, d.rank, d.flops.per_token
+    (8192, 256, 16384)
+    >>> d.formulas.params
+    'D*s*(a + b)'
+    """
+    chosen = plan(instance, 1, cost)
     bound = rank_bound(instance)
-    numeric = exact_rank(instance, bound) if rank_work(instance, bound) <= rank_limit else None
-    flops = feature_map_flops(instance)
+    numeric = exact_rank(instance, bound) if rank_side(instance) <= rank_limit else None
+    flops = plan_flops(chosen)
     n_params = params(instance)
     taxonomy = None
     if instance.is_feature_structure and instance.D > 1:
         taxonomy = taxonomy_of(instance.D, n_params, flops.per_token // 2, numeric or bound)
-    families = [level_family(lv) for lv in instance.levels]
-    return Description(instance, n_params, bound, numeric, flops, plan(instance).flops, families, taxonomy)
+    families = tuple(level_family(lv) for lv in instance.levels)
+    return Description(instance, chosen, n_params, bound, numeric, flops, families, taxonomy, cached_formulas(chosen),
+                       distance_profile(instance))  # fmt: skip
 
 
 def taxonomy_of(D: int, params: int, macs_per_token: int, rank: int) -> Taxonomy:

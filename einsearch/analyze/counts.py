@@ -1,11 +1,18 @@
-"""Parameters and FLOPs of one head, counted from the levels' einsums (2 FLOPs per multiply-add)."""
+"""Parameters and FLOPs of one head, read off the plan (2 FLOPs per multiply-add).
+
+The plan is the only place that decides how a level is computed; these counts add up its steps
+by part (docs/design.md §4): the token maps, the factor products done once per head, the pair
+products. ``scored_pairs`` is what the same maps cost with one dot product per pair the pattern
+actually scores; it differs from the plan's total only where the plan computes more pairs than
+it keeps (a band in chunks, a masked product).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from ..network import best_feature_map, pair_count
+from ..planner import Part, Plan, Schedule
 from ..structure import Instance
 
 
@@ -14,8 +21,10 @@ class Flops:
     """One head, one sequence; FLOPs = 2 per multiply-add."""
 
     per_token: int  # map one query token and one key token through their factors (all levels)
-    per_pair: float  # mean over all T x T pairs of the pair dot products
-    scored_pairs: int  # every token's maps, then one dot product per pair the pattern scores
+    factors: int  # factor-only products of the maps, once per head (0 unless the plan multiplies factors first)
+    per_pair: float  # the plan's pair products, mean over all T x T pairs
+    score: int  # all T x T scores of one sequence, as the plan computes them
+    scored_pairs: int  # the maps, then one dot product per pair the pattern scores
 
 
 def params(instance: Instance) -> int:
@@ -23,10 +32,39 @@ def params(instance: Instance) -> int:
     return sum(math.prod(shape) for shape in instance.factor_shapes.values())
 
 
-def feature_map_flops(instance: Instance) -> Flops:
-    """Counts of the feature-map form: per-token maps, then one dot product per scored pair."""
+def interface_sizes(schedule: Schedule) -> dict[int, int]:
+    """For each level of a fused schedule, the size of the interface its pairs contract."""
+    return {number: math.prod(schedule.sizes[i] for i in indices) for number, indices in schedule.interfaces}
+
+
+def pair_costs(plan: Plan) -> list[int]:
+    """FLOPs each level spends on one pair it scores: 2 x its interface in a fused schedule, its
+    FLOPs over its pairs when it is one einsum (the c(t, u) of the compute pattern)."""
+    T = plan.instance.T
+    costs = {}
+    for schedule in plan.schedules:
+        if schedule.fused:
+            costs.update({n: 2 * size for n, size in interface_sizes(schedule).items()})
+        else:
+            level = plan.instance.levels[schedule.levels[0] - 1]
+            costs[level.number] = schedule.flops // max(1, level.pattern.count(T))
+    return [costs[level.number] for level in plan.instance.levels]
+
+
+def plan_flops(plan: Plan) -> Flops:
+    """The counts of ``plan`` (one sequence: ``plan.batch`` must be 1)."""
+    if plan.batch != 1:
+        raise ValueError("counts are per sequence: plan with batch = 1")
+    instance = plan.instance
     T = instance.T
-    maps = [best_feature_map(level, T) for level in instance.levels]
-    per_token = sum(fm.per_token_flops() for fm in maps)
-    pair_total = sum(pair_count(lv, T) * fm.pair_flops(lv) for lv, fm in zip(instance.levels, maps))
-    return Flops(per_token, pair_total / T**2, T * per_token + pair_total)
+    maps = plan.part_flops(Part.QUERY, Part.KEY)
+    factors = plan.part_flops(Part.FACTORS)
+    pairs = plan.part_flops(Part.PAIRS, Part.WHOLE)
+    scored = maps + factors
+    for schedule in plan.schedules:
+        if not schedule.fused:  # one einsum: every FLOP of it is the level's pairs
+            scored += schedule.flops
+            continue
+        for number, size in interface_sizes(schedule).items():
+            scored += instance.levels[number - 1].pattern.count(T) * 2 * size
+    return Flops(maps // T, factors, pairs / T**2, plan.flops, scored)

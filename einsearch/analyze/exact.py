@@ -18,6 +18,7 @@ from .. import reference
 from ..structure import Instance
 
 PRIME = (1 << 61) - 1
+RANK_LIMIT = 1024  # the largest matrix side the exact rank is computed for by default (about 1 s)
 EXACT = 2**52  # float64 holds every integer below this exactly
 SKETCH_MARGIN = 8
 
@@ -32,10 +33,14 @@ def entry_range(instance: Instance) -> int:
     return max(1, int((EXACT / (worst * len(instance.levels))) ** (1 / operands)))
 
 
-def random_integers(instance: Instance, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def random_integers(instance: Instance, seed: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Random integer factors, and a random integer input x (T x D) unless the structure is a
+    feature structure, whose matrix M does not read x."""
     rng = np.random.default_rng(seed)
     bound = entry_range(instance)
     factors = {n: rng.integers(-bound, bound + 1, s).astype(float) for n, s in instance.factor_shapes.items()}
+    if instance.is_feature_structure:
+        return None, factors
     return rng.integers(-bound, bound + 1, (instance.T, instance.D)).astype(float), factors
 
 
@@ -50,8 +55,8 @@ def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
     matrix = reference.structure_matrix(instance, x, factors, scaled=False)
     side = matrix.shape[0]
     modular = _nmod(matrix)
-    width = rank_work(instance, bound)
-    if width < side:  # a sketch pays when it is much smaller than the matrix
+    width = bound + SKETCH_MARGIN
+    if 4 * width <= side:  # a sketch pays when it is much smaller than the matrix
         rng = np.random.default_rng(seed + 1)
         left = _nmod(rng.integers(0, 1 << 30, (width, side)).astype(float))
         right = _nmod(rng.integers(0, 1 << 30, (side, width)).astype(float))
@@ -59,11 +64,10 @@ def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
     return modular.rank()
 
 
-def rank_work(instance: Instance, bound: int) -> int:
-    """The side of the square matrix ``exact_rank`` would reduce (what a size limit compares)."""
-    side = instance.D if instance.is_feature_structure else instance.T
-    width = bound + SKETCH_MARGIN
-    return width if 4 * width <= side else side
+def rank_side(instance: Instance) -> int:
+    """The side of the matrix whose rank describes the structure (what a size limit compares):
+    D for a feature structure, else T. ``exact_rank`` materialises it whatever the sketch."""
+    return instance.D if instance.is_feature_structure else instance.T
 
 
 def _nmod(matrix: np.ndarray):

@@ -1,7 +1,7 @@
 """The family coordinates of each level, read off its einsum: sequence pattern and feature class.
 
 Nothing here looks at a structure's name. A level's feature class follows from how its factors
-connect the query's feature indices to the key's (DESIGN.md section 1).
+connect the query's feature indices to the key's (docs/design.md §1).
 """
 
 from __future__ import annotations

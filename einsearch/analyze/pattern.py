@@ -11,63 +11,72 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..network import best_feature_map
-from ..structure import Instance, Level
+from ..structure import Instance
 
 SHADES = " .:-=+*#%@"
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Mean FLOPs per pair at each distance |t - u| = 0 .. T-1."""
+    """Mean FLOPs per pair at each listed distance |t - u| (``profile_distances``)."""
 
     distance: list[int]
     flops: list[float]
 
 
 def level_pair_flops(instance: Instance) -> list[int]:
-    return [best_feature_map(level, instance.T).pair_flops(level) for level in instance.levels]
+    """FLOPs each level spends on one pair it scores, as the plan computes it."""
+    from ..planner import plan
+    from .counts import pair_costs
+
+    return pair_costs(plan(instance))
 
 
-def covered_at_distance(level: Level, T: int) -> np.ndarray:
-    """For each d = |t - u|, the number of ordered pairs at that distance the level scores."""
-    d = np.arange(T)
-    if level.band is not None:
-        lo, hi = level.band
-        forward = (d >= lo) & (d <= hi)  # t - u = d
-        backward = (-d >= lo) & (-d <= hi) & (d > 0)  # t - u = -d
-        return (T - d) * (forward.astype(int) + backward.astype(int))
-    block = T // level.blocks
-    inside = np.clip(block - d, 0, None) * level.blocks
-    return np.where(d == 0, inside, 2 * inside)
+PROFILE_POINTS = 128  # the most distances a profile lists
+SMALL_T = 64  # up to this T the profile lists every distance
+
+
+def profile_distances(instance: Instance) -> list[int]:
+    """The distances a profile lists: every one up to ``SMALL_T``; beyond, 0, 1, 2, 3, 4, 6, 8, 12,
+    ... (two per octave) and T - 1, plus the distances where a level starts or stops scoring
+    (both sides of a band's edge, a block's length) while there is room."""
+    T = instance.T
+    if T <= SMALL_T:
+        return list(range(T))
+    picks = {0, T - 1}
+    power = 1
+    while power < T:
+        picks.update(d for d in (power, power + power // 2) if d < T)
+        power *= 2
+    changes = sorted({d for level in instance.levels for d in level.pattern.changes(T)} - picks)
+    return sorted(picks | set(changes[: max(0, PROFILE_POINTS - len(picks))]))
 
 
 def distance_profile(instance: Instance) -> Profile:
+    """Mean FLOPs per pair at the distances of ``profile_distances`` (exact, any T)."""
     T = instance.T
-    d = np.arange(T)
-    pairs_at = np.where(d == 0, T, 2 * (T - d))
-    total = sum(f * covered_at_distance(lv, T) for lv, f in zip(instance.levels, level_pair_flops(instance)))
-    return Profile(d.tolist(), (total / pairs_at).tolist())
+    distance = profile_distances(instance)
+    d = np.asarray(distance, dtype=np.int64)
+    total = [0] * len(distance)
+    for level, flops in zip(instance.levels, level_pair_flops(instance)):
+        covered = level.pattern.count_at_distance(T, d).tolist()
+        total = [s + flops * c for s, c in zip(total, covered)]
+    pairs = [T if k == 0 else 2 * (T - k) for k in distance]
+    return Profile(distance, [s / n for s, n in zip(total, pairs)])
 
 
 def pair_flops_grid(instance: Instance, cells: int = 16) -> np.ndarray:
-    """c(t, u) averaged over a cells x cells grid of the T x T plane (for the terminal heatmap)."""
+    """c(t, u) averaged over a cells x cells grid of the T x T plane (for the heatmap): the exact
+    mean over each cell, from each level's pair count in it, for any T."""
     T = instance.T
-    step = max(1, T // 1024)  # sample every step-th token on long sequences
-    t = np.arange(0, T, step)
-    gap = np.subtract.outer(t, t)
-    grid = np.zeros((len(t), len(t)))
+    n = min(cells, T)
+    edges = np.array([k * T // n for k in range(n + 1)], dtype=object)
+    t0, t1 = edges[:-1, None], edges[1:, None]
+    u0, u1 = edges[None, :-1], edges[None, 1:]
+    total = np.zeros((n, n), dtype=object)
     for level, flops in zip(instance.levels, level_pair_flops(instance)):
-        if level.band is not None:
-            lo, hi = level.band
-            covered = (gap >= lo) & (gap <= hi)
-        else:
-            block = np.asarray(t) // (T // level.blocks)
-            covered = np.equal.outer(block, block)
-        grid += flops * covered
-    n = min(cells, len(t))
-    edges = np.linspace(0, len(t), n + 1).astype(int)
-    return np.array([[grid[a:b, c:e].mean() for c, e in zip(edges, edges[1:])] for a, b in zip(edges, edges[1:])])
+        total = total + flops * np.asarray(level.pattern.count_in(T, t0, t1, u0, u1), dtype=object)
+    return (total / ((t1 - t0) * (u1 - u0))).astype(float)
 
 
 def heatmap(grid: np.ndarray) -> list[str]:

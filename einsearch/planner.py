@@ -1,0 +1,714 @@
+"""The contraction-order optimizer: ways to compute every score of a structure, costed, the best chosen.
+
+A plan is a recipe: plain data (enums, tensors named by their indices, steps) that the
+interpreter walks and the code generator renders without re-deriving anything
+(docs/design.md §4). Candidates come from small registered functions, one per ``Kind``:
+
+* ``FEATURE_MAPS`` (one level): every split of the factors between the query side and the key
+  side, each side contracted along opt_einsum's path ("one side only" and "materialise M first"
+  are splits too), then one product over pairs: every pair, block-batched ``[g t u]`` for a
+  block pattern, query chunks against key windows for a band, or the whole T x T then masked;
+* ``ONE_EINSUM`` (one level): the whole level along opt_einsum's path, the baseline no choice
+  may exceed in FLOPs;
+* ``SHARED_PAIRS`` (several levels): terms with the same sequence pattern share one pair product
+  over their concatenated feature maps;
+* ``NESTED_BLOCKS`` (several levels): levels whose block counts nest (MLR) are scored per depth:
+  the pairs in the same block at level m but not at level m+1 take the first R_m channels of the
+  concatenated maps, so every pair is written once.
+
+A cost model (an argument, ``Balanced(beta)`` by default) estimates each candidate; the choice is
+the lowest estimate among the candidates with no more FLOPs than opt_einsum's path, ties to the
+fused (feature-map) form. Scales are applied where the maps are concatenated, or after the pair
+product, and count no FLOPs (as ``torch.utils.flop_counter`` counts them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+
+from .network import best_path, contraction_flops, splits
+from .structure import FrozenMap, Instance, Level
+
+ITEMSIZE = 4  # bytes of a float32, the dtype the costs of bytes assume
+
+
+class Kind(Enum):
+    """How a schedule computes its levels' scores."""
+
+    FEATURE_MAPS = "feature maps"
+    ONE_EINSUM = "one einsum"
+    SHARED_PAIRS = "shared pair product"
+    NESTED_BLOCKS = "nested blocks"
+
+
+class Layout(Enum):
+    """How the score tensors a schedule ends with map onto the T x T matrix."""
+
+    PAIRS = "pairs"  # every entry a scored pair; block indices shared by both sides (block-batched)
+    MASKED = "masked"  # the whole T x T (a copy of each block index per side), the pattern applied after
+    BAND = "band"  # query chunks against their key windows (see Band)
+    NESTED = "nested"  # one score tensor per depth (see Nesting)
+
+
+class Op(Enum):
+    """What a step does. Only CONTRACT does arithmetic; the others move data."""
+
+    CONTRACT = "contract"  # an einsum of the inputs
+    CHUNK = "chunk"  # q[n, t, ...] -> q[n, c, t', ...]: queries in chunks, zero-padded at the end
+    WINDOW = "window"  # k[n, u, ...] -> k[n, c, v, ...]: each chunk's keys, zeros off the sequence
+    CONCAT = "concat"  # maps [n, seq..., channels...] -> [n, s, c]: flattened, scaled, concatenated
+    SLICE = "slice"  # [n, s, c] -> [n, s, c']: the first |c'| channels
+    SIBLINGS = "siblings"  # k[n, g, h, w, c] -> k[n, g, h, r, w, c]: block (h + r + 1) mod |h| of each parent
+
+
+class Part(Enum):
+    """Which part of the computation a step belongs to (what ``describe`` adds up)."""
+
+    QUERY = "query map"
+    KEY = "key map"
+    FACTORS = "factors"  # a map's steps that multiply factors alone: once per head, not per token
+    PAIRS = "pairs"
+    WHOLE = "whole level"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A named tensor with one index name per axis; ``x`` is the input, reshaped to its indices."""
+
+    name: str
+    indices: tuple[str, ...]
+
+    def written(self) -> str:
+        """``q_1[n t r]``: a level's own index names (``r@1`` reads ``r``: the tensor names the level)."""
+        return f"{self.name}[{' '.join(i.split('@')[0] for i in self.indices)}]"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation of a schedule, the level it serves (0: several) and the part it belongs to.
+
+    ``scales`` (CONCAT) multiply each input; ``axis`` (SIBLINGS) is the child-block axis of the input.
+    """
+
+    op: Op
+    inputs: tuple[Tensor, ...]
+    output: Tensor
+    flops: int
+    part: Part
+    level: int = 0
+    scales: tuple[float, ...] = ()
+    axis: int = 0
+
+    def written(self) -> str:
+        verb = "" if self.op is Op.CONTRACT else f"{self.op.value}: "
+        return f"{verb}{', '.join(t.written() for t in self.inputs)} -> {self.output.written()}"
+
+
+@dataclass(frozen=True)
+class Band:
+    """How a band level is chunked: queries in chunks of ``chunk`` tokens, each against the
+    ``window`` keys from ``c * chunk - hi`` on (zeros outside the sequence)."""
+
+    lo: int
+    hi: int
+    chunk: int
+    chunks: int
+
+    @property
+    def window(self) -> int:
+        return self.chunk + self.hi - self.lo
+
+
+@dataclass(frozen=True)
+class Nesting:
+    """The depths of a NESTED_BLOCKS schedule: level numbers coarse to fine, their block counts,
+    and R_m, the channels that score a pair at depth m (the first R_m of the concatenated maps)."""
+
+    levels: tuple[int, ...]
+    blocks: tuple[int, ...]
+    channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One way to compute the scores of one or more levels: the steps, their sizes, the layout.
+
+    ``sequence`` names the query's and the key's sequence indices in the score tensors (PAIRS and
+    MASKED layouts: an index in both is a block index); ``renamed`` pairs each block index with
+    the key side's copy of it (MASKED layout);
+    ``scores`` are the tensors the steps end with, scaled by ``scales`` (one per score tensor;
+    a concatenated map already carries its levels' scales).
+    """
+
+    kind: Kind
+    name: str
+    levels: tuple[int, ...]
+    steps: tuple[Step, ...]
+    layout: Layout
+    sizes: FrozenMap = field(repr=False)
+    scores: tuple[Tensor, ...] = ()
+    scales: tuple[float, ...] = ()
+    sequence: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # query and key sequence indices of the scores
+    renamed: tuple[tuple[str, str], ...] = ()
+    band: Band | None = None
+    nesting: Nesting | None = None
+    interfaces: tuple[tuple[int, tuple[str, ...]], ...] = ()  # (level, indices its pairs contract)
+    estimate: float = 0.0  # set by the cost model
+
+    @property
+    def fused(self) -> bool:
+        """Feature maps then products over pairs: what fused attention kernels run."""
+        return self.kind is not Kind.ONE_EINSUM
+
+    @property
+    def flops(self) -> int:
+        return sum(step.flops for step in self.steps)
+
+    def part_flops(self, *parts: Part) -> int:
+        return sum(step.flops for step in self.steps if step.part in parts)
+
+    @property
+    def largest(self) -> int:
+        """Elements of the largest tensor a step writes."""
+        return max((self.elements(s.output) for s in self.steps), default=0)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes every step reads and writes, in float32 (a SLICE is a view: it moves none)."""
+        moved = (self.elements(t) for s in self.steps if s.op is not Op.SLICE for t in (*s.inputs, s.output))
+        return ITEMSIZE * sum(moved)
+
+    def elements(self, tensor: Tensor) -> int:
+        return math.prod(self.sizes[i] for i in tensor.indices)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost models
+
+
+@dataclass(frozen=True)
+class Balanced:
+    """Estimated time in FLOP units: FLOPs + ``beta`` x bytes moved (float32).
+
+    beta = 4 fits the 2-core CPU it was measured on (a matmul runs ~64 GFLOP/s, a copy ~14 GB/s):
+    a band computed query by query does the fewest FLOPs but runs ~50x slower than in chunks.
+    """
+
+    beta: float = 4
+
+    def __call__(self, schedule: Schedule) -> float:
+        return schedule.flops + self.beta * schedule.bytes
+
+    def __str__(self) -> str:
+        return f"FLOPs + {self.beta:g} x bytes moved (float32)" if self.beta else "FLOPs"
+
+
+FLOPS = Balanced(0)  # FLOPs only
+DEFAULT_COST = Balanced()
+
+
+def ranked(schedules: Iterable[Schedule], cost: Callable[[Schedule], float]) -> list[Schedule]:
+    """Each schedule with its estimate, cheapest first, ties to the fused form."""
+    costed = [dataclasses.replace(s, estimate=cost(s)) for s in schedules]
+    return sorted(costed, key=lambda s: (s.estimate, not s.fused))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One level's own choice, what it was chosen from, and the two baselines it is measured by."""
+
+    level: Level
+    chosen: Schedule
+    candidates: tuple[Schedule, ...]  # every one-level schedule considered, cheapest first (chosen included)
+    opt_einsum: Schedule  # the whole level as one einsum along opt_einsum's path
+    naive_flops: int  # the whole level as one contraction of every operand at once
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen way to compute every score of one head for ``batch`` sequences.
+
+    ``schedules`` is the recipe: each level computed by exactly one of them, in level order of
+    their first level. ``levels`` keeps each level's own candidates, for the report.
+    """
+
+    instance: Instance
+    batch: int
+    levels: tuple[LevelPlan, ...]
+    schedules: tuple[Schedule, ...]
+    groups: tuple[Schedule, ...] = ()  # the multi-level candidates considered
+    cost: Balanced = DEFAULT_COST
+
+    @property
+    def flops(self) -> int:
+        return sum(s.flops for s in self.schedules)
+
+    @property
+    def opt_einsum_flops(self) -> int:
+        return sum(lp.opt_einsum.flops for lp in self.levels)
+
+    @property
+    def naive_flops(self) -> int:
+        return sum(lp.naive_flops for lp in self.levels)
+
+    @property
+    def largest(self) -> int:
+        return max(s.largest for s in self.schedules)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.schedules)
+
+    @property
+    def estimate(self) -> float:
+        return sum(s.estimate for s in self.schedules)
+
+    def part_flops(self, *parts: Part) -> int:
+        return sum(s.part_flops(*parts) for s in self.schedules)
+
+    def to_dict(self, heads: int = 1, macs: bool = False) -> dict:
+        """What ``einsearch plan --json`` prints."""
+        from .report import plan_json
+
+        return plan_json(self, heads, macs)
+
+    def __str__(self) -> str:
+        from .report import plan_text
+
+        return plan_text(self, heads=1, macs=False, alternatives=5)
+
+
+def plan(instance: Instance, batch: int = 1, cost: Balanced = DEFAULT_COST) -> Plan:
+    """The cheapest way to compute every score of one head for ``batch`` sequences.
+
+    >>> import einsearch
+    >>> p = einsearch.plan(einsearch.load("lowrank").resolve(T=1024, D=256, r=64))
+    >>> p.schedules[0].name
+    'feature maps (q: WQ | k: WK)'
+    >>> p.flops == 2 * (2 * 1024 * 256 * 64) + 2 * 1024 * 1024 * 64
+    True
+    """
+    levels = tuple(plan_level(level, instance.T, batch, cost) for level in instance.levels)
+    groups = ranked((g for kind in GROUP_KINDS.values() for g in kind(levels, instance.T, batch)), cost)
+    chosen: dict[int, Schedule] = {lp.level.number: lp.chosen for lp in levels}
+    for group in groups:  # cheapest first; a group replaces its levels' own choices when it saves
+        if any(chosen.get(n) is None or chosen[n].levels != (n,) for n in group.levels):
+            continue
+        alone = [chosen[n] for n in group.levels]
+        baseline = sum(levels[n - 1].opt_einsum.flops for n in group.levels)
+        if group.flops <= baseline and group.estimate < sum(s.estimate for s in alone):
+            for n in group.levels:
+                chosen[n] = group
+    schedules = tuple(dict.fromkeys(chosen[lp.level.number] for lp in levels))
+    return Plan(instance, batch, levels, schedules, tuple(groups), cost)
+
+
+@lru_cache(maxsize=4096)
+def plan_level(level: Level, T: int, batch: int, cost: Balanced = DEFAULT_COST) -> LevelPlan:
+    """Every one-level candidate, costed and sorted; the choice is the first within opt_einsum's FLOPs.
+
+    Cached by value: equal levels (the same einsum, sizes and band) are planned once.
+    """
+    net = LevelNetwork(level, T, batch)
+    candidates = ranked((s for kind in LEVEL_KINDS.values() for s in kind(net)), cost)
+    whole = next(c for c in candidates if c.kind is Kind.ONE_EINSUM)
+    chosen = next(c for c in candidates if c.flops <= whole.flops)  # never more FLOPs than opt_einsum
+    return LevelPlan(level, chosen, tuple(candidates), whole, net.naive_flops())
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate kinds: a new kind is one registered function
+
+LEVEL_KINDS: dict[Kind, Callable[[LevelNetwork], Iterable[Schedule]]] = {}
+GROUP_KINDS: dict[Kind, Callable[[tuple[LevelPlan, ...], int, int], Iterable[Schedule]]] = {}
+
+
+def level_kind(kind: Kind):
+    """Registers a function that yields one level's candidate schedules of ``kind``."""
+
+    def register(func):
+        LEVEL_KINDS[kind] = func
+        return func
+
+    return register
+
+
+def group_kind(kind: Kind):
+    """Registers a function that yields candidate schedules spanning several levels."""
+
+    def register(func):
+        GROUP_KINDS[kind] = func
+        return func
+
+    return register
+
+
+@level_kind(Kind.ONE_EINSUM)
+def one_einsum(net: LevelNetwork) -> Iterable[Schedule]:
+    yield net.one_einsum()
+
+
+@level_kind(Kind.FEATURE_MAPS)
+def feature_map_candidates(net: LevelNetwork) -> Iterable[Schedule]:
+    for query_ids, key_ids in splits(net.level):
+        yield from net.feature_map_schedules(query_ids, key_ids)
+
+
+def fresh(name: str, taken) -> str:
+    """``name``, or ``name`` with primes until it is not in ``taken``."""
+    while name in taken:
+        name += "'"
+    return name
+
+
+def batch_first(output: tuple[str, ...], indices) -> tuple[str, ...]:
+    """An intermediate's indices: those of the final output first, in its order, then the rest."""
+    indices = dict.fromkeys(indices)
+    return tuple(i for i in output if i in indices) + tuple(i for i in indices if i not in output)
+
+
+def contract(
+    inputs: list[Tensor], output: tuple[str, ...], name: str, sizes, taken, part: Part, level: int
+) -> list[Step]:
+    """Steps contracting ``inputs`` into ``name[output]`` along opt_einsum's path; a map's step
+    that reads no token (factors multiplied together) belongs to ``Part.FACTORS``."""
+    if len(inputs) == 1 and inputs[0].indices == output:
+        return []
+    path = best_path([t.indices for t in inputs], output, sizes)
+    tensors, steps = list(inputs), []
+    tokens = {"x"}  # the input and what is computed from it
+    for number, pair in enumerate(path, 1):
+        picked = [tensors[i] for i in pair]
+        for i in sorted(pair, reverse=True):
+            tensors.pop(i)
+        rest = set(output).union(*(t.indices for t in tensors))
+        last = number == len(path)
+        kept = output if last else batch_first(output, (i for t in picked for i in t.indices if i in rest))
+        result = Tensor(fresh(name if last else f"{name}{number}", taken), kept)
+        flops = contraction_flops([t.indices for t in picked], kept, sizes, [tuple(range(len(picked)))])
+        reads_tokens = any(t.name in tokens for t in picked)
+        tokens |= {result.name} if reads_tokens else set()
+        step_part = part if reads_tokens or part is Part.WHOLE else Part.FACTORS
+        steps.append(Step(Op.CONTRACT, tuple(picked), result, flops, step_part, level))
+        tensors.append(result)
+    return steps
+
+
+def product(q: Tensor, k: Tensor, output: tuple[str, ...], name: str, sizes, level: int = 0) -> Step:
+    """The pair product of two maps."""
+    scores = Tensor(name, output)
+    return Step(
+        Op.CONTRACT,
+        (q, k),
+        scores,
+        contraction_flops([q.indices, k.indices], output, sizes, [(0, 1)]),
+        Part.PAIRS,
+        level,
+    )
+
+
+class LevelNetwork:
+    """A level's tensor network over ``batch`` sequences: x carries a batch index and its sequence
+    indices, and each candidate schedule is built from pairwise opt_einsum paths over it."""
+
+    def __init__(self, level: Level, T: int, batch: int) -> None:
+        self.level = level
+        self.T = T
+        self.sizes = dict(level.sizes)
+        self.n = fresh("n", self.sizes)
+        self.sizes[self.n] = batch
+        self.query_seq, self.key_seq = level.query.axes[0], level.key.axes[0]
+        self.taken = {"x"} | {op.name for op in level.factors}
+        self.operands = [
+            self.x(op.role, op.axes[0]) if op.role != "factor" else Tensor(op.name, op.indices) for op in level.operands
+        ]
+
+    def x(self, role: str, seq: tuple[str, ...]) -> Tensor:
+        """The input as the query (or key) token with sequence indices ``seq``."""
+        features = self.level.query.axes[1] if role == "query" else self.level.key.axes[1]
+        return Tensor("x", (self.n, *seq, *features))
+
+    def score_indices(self, key_seq: tuple[str, ...]) -> tuple[str, ...]:
+        return (self.n, *self.query_seq, *(i for i in key_seq if i not in self.query_seq))
+
+    def naive_flops(self) -> int:
+        """One contraction of every operand at once: 2 x the product of every index size."""
+        return 2 * math.prod(self.sizes.values())
+
+    def schedule(self, kind: Kind, name: str, steps, layout: Layout, sizes, **extra) -> Schedule:
+        scores = (steps[-1].output,)
+        return Schedule(
+            kind,
+            name,
+            (self.level.number,),
+            tuple(steps),
+            layout,
+            FrozenMap(sizes),
+            scores,
+            (self.level.scale,),
+            **extra,
+        )
+
+    def one_einsum(self) -> Schedule:
+        """The whole level along opt_einsum's path; a band is masked afterwards."""
+        output = self.score_indices(self.key_seq)
+        layout = Layout.MASKED if self.level.band is not None else Layout.PAIRS
+        steps = contract(self.operands, output, "s", self.sizes, self.taken, Part.WHOLE, self.level.number)
+        return self.schedule(
+            Kind.ONE_EINSUM,
+            "one einsum (opt_einsum path)",
+            steps,
+            layout,
+            self.sizes,
+            sequence=(self.query_seq, self.key_seq),
+        )
+
+    def interface(self, query_ids, key_ids) -> tuple[str, ...]:
+        """The indices the two sides share: what each pair's dot product sums over."""
+        level = self.level
+        k = set(level.key.axes[1]).union(*(level.operands[i].indices for i in key_ids))
+        order = [i for op in (level.query, *(level.operands[i] for i in query_ids)) for i in op.indices]
+        return tuple(i for i in dict.fromkeys(order) if i in k and i not in level.sequence_indices)
+
+    def maps(self, query_ids, key_ids, key_seq, sizes) -> tuple[list[Step], Tensor, Tensor]:
+        """The two feature maps q[n, seq, interface] and k[n, key seq, interface]."""
+        interface = self.interface(query_ids, key_ids)
+        steps, ends = [], []
+        for side, role, ids, seq, part in (
+            ("q", "query", query_ids, self.query_seq, Part.QUERY),
+            ("k", "key", key_ids, key_seq, Part.KEY),
+        ):
+            x = self.x(role, seq)
+            inputs = [x] + [self.operands[i] for i in ids]
+            side_steps = contract(inputs, (self.n, *seq, *interface), side, sizes, self.taken, part, self.level.number)
+            steps.extend(side_steps)
+            ends.append(side_steps[-1].output if side_steps else x)
+        return steps, ends[0], ends[1]
+
+    def feature_map_schedules(self, query_ids, key_ids) -> list[Schedule]:
+        """Feature maps for one split of the factors, then the pairs: block-batched (or every pair
+        for a global level), masked, and band-chunked for a band."""
+        label = f"feature maps (q: {self.side_label(query_ids)} | k: {self.side_label(key_ids)})"
+        interface = ((self.level.number, self.interface(query_ids, key_ids)),)
+        found = []
+        renamed = tuple((i, fresh(i + "'", self.sizes)) for i in self.level.block_indices)
+        blocked = self.level.blocks > 1
+        layouts = [Layout.MASKED] if self.level.band is not None else [Layout.PAIRS]
+        layouts += [Layout.MASKED] if blocked else []
+        for layout in layouts:
+            copies = dict(renamed) if layout is Layout.MASKED else {}
+            key_seq = tuple(copies.get(i, i) for i in self.key_seq)
+            sizes = dict(self.sizes, **{new: self.sizes[old] for old, new in copies.items()})
+            steps, q, k = self.maps(query_ids, key_ids, key_seq, sizes)
+            steps.append(product(q, k, self.score_indices(key_seq), fresh("s", self.taken), sizes, self.level.number))
+            name = label + (", block-batched" if blocked and layout is Layout.PAIRS else "")
+            name += ", masked" if layout is Layout.MASKED else ""
+            found.append(
+                self.schedule(
+                    Kind.FEATURE_MAPS,
+                    name,
+                    steps,
+                    layout,
+                    sizes,
+                    sequence=(self.query_seq, key_seq),
+                    renamed=tuple(copies.items()),
+                    interfaces=interface,
+                )
+            )
+        if self.level.band is not None:
+            found.extend(self.band_schedules(query_ids, key_ids, label, interface))
+        return found
+
+    def band_schedules(self, query_ids, key_ids, label: str, interface) -> list[Schedule]:
+        """Queries in chunks against their key windows, for a few chunk sizes."""
+        lo, hi = self.level.band
+        width = hi - lo + 1
+        found = []
+        for chunk in sorted({1, min(width, self.T), min(4 * width, self.T)}):
+            band = Band(lo, hi, chunk, -(-self.T // chunk))
+            c, t, v = (fresh(name, self.sizes) for name in ("c", "t'", "v"))
+            sizes = dict(self.sizes, **{c: band.chunks, t: chunk, v: band.window})
+            steps, q, k = self.maps(query_ids, key_ids, self.key_seq, sizes)
+            qc = Tensor(fresh("qc", self.taken), (self.n, c, t, *q.indices[2:]))
+            kw = Tensor(fresh("kw", self.taken), (self.n, c, v, *k.indices[2:]))
+            steps += [
+                Step(Op.CHUNK, (q,), qc, 0, Part.PAIRS, self.level.number),
+                Step(Op.WINDOW, (k,), kw, 0, Part.PAIRS, self.level.number),
+                product(qc, kw, (self.n, c, t, v), fresh("s", self.taken), sizes, self.level.number),
+            ]
+            name = f"{label}, band in chunks of {chunk}"
+            found.append(
+                self.schedule(Kind.FEATURE_MAPS, name, steps, Layout.BAND, sizes, band=band, interfaces=interface)
+            )
+        return found
+
+    def side_label(self, ids) -> str:
+        return " ".join(self.level.operands[i].name for i in ids) or "x"
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds that span levels
+
+
+def pair_ready(lp: LevelPlan) -> Schedule | None:
+    """The level's cheapest feature-map schedule whose pairs are every entry (PAIRS layout)."""
+    return next((s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS and s.layout is Layout.PAIRS), None)
+
+
+def concatenated_maps(members: list[tuple[LevelPlan, Schedule]], T: int, batch: int):
+    """The members' map steps, then one CONCAT per side into q[n, s, c] and k[n, s, c] (each
+    level's scale folded into its query map). Returns the steps, q, k, the sizes, the offsets."""
+    steps: list[Step] = []
+    sizes: dict[str, int] = {}
+    ends: dict[Part, list[Tensor]] = {Part.QUERY: [], Part.KEY: []}
+    channels = []
+    for lp, schedule in members:
+        number = lp.level.number
+        renames = {}
+        for step in schedule.steps:
+            if step.part is Part.PAIRS:
+                continue
+            renames[step.output.name] = f"{step.output.name}_{number}"
+            inputs = tuple(Tensor(renames.get(t.name, t.name), t.indices) for t in step.inputs)
+            steps.append(
+                dataclasses.replace(step, inputs=inputs, output=Tensor(renames[step.output.name], step.output.indices))
+            )
+        pair = next(s for s in schedule.steps if s.part is Part.PAIRS)
+        for tensor, part in zip(pair.inputs, (Part.QUERY, Part.KEY)):
+            ends[part].append(Tensor(renames.get(tensor.name, tensor.name), tensor.indices))
+        sizes.update({f"{i}@{number}": size for i, size in schedule.sizes.items()})
+        channels.append(math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[number]))
+        steps = [_suffix_indices(s, number) if s.level == number else s for s in steps]
+    sizes.update({"n": batch, "s": T, "c": sum(channels)})
+    q = Tensor("q", ("n", "s", "c"))
+    k = Tensor("k", ("n", "s", "c"))
+    scales = tuple(lp.level.scale for lp, _ in members)
+    q_ends = [
+        Tensor(t.name, tuple(f"{i}@{lp.level.number}" for i in t.indices))
+        for t, (lp, _) in zip(ends[Part.QUERY], members)
+    ]
+    k_ends = [
+        Tensor(t.name, tuple(f"{i}@{lp.level.number}" for i in t.indices))
+        for t, (lp, _) in zip(ends[Part.KEY], members)
+    ]
+    steps.append(Step(Op.CONCAT, tuple(q_ends), q, 0, Part.QUERY, 0, scales))
+    steps.append(Step(Op.CONCAT, tuple(k_ends), k, 0, Part.KEY, 0, (1.0,) * len(members)))
+    return steps, q, k, sizes, channels
+
+
+def _suffix_indices(step: Step, number: int) -> Step:
+    """A level's step with its index names made unique across levels (``i@3``)."""
+
+    def rename(t: Tensor) -> Tensor:
+        return Tensor(t.name, tuple(i if "@" in i else f"{i}@{number}" for i in t.indices))
+
+    return dataclasses.replace(step, inputs=tuple(rename(t) for t in step.inputs), output=rename(step.output))
+
+
+def _interfaces(members) -> tuple:
+    return tuple(
+        (lp.level.number, tuple(f"{i}@{lp.level.number}" for i in dict(s.interfaces)[lp.level.number]))
+        for lp, s in members
+    )
+
+
+@group_kind(Kind.SHARED_PAIRS)
+def shared_pairs(levels: tuple[LevelPlan, ...], T: int, batch: int) -> Iterable[Schedule]:
+    """Levels with the same block pattern (no band) share one pair product over concatenated maps."""
+    by_pattern: dict[int, list[tuple[LevelPlan, Schedule]]] = {}
+    for lp in levels:
+        schedule = pair_ready(lp)
+        if lp.level.band is None and schedule is not None:
+            by_pattern.setdefault(lp.level.blocks, []).append((lp, schedule))
+    for blocks, members in by_pattern.items():
+        if len(members) < 2:
+            continue
+        steps, q, k, sizes, _ = concatenated_maps(members, T, batch)
+        sizes.update({"g": blocks, "t": T // blocks, "u": T // blocks})
+        qb = Tensor("q", ("n", "g", "t", "c"))
+        kb = Tensor("k", ("n", "g", "u", "c"))
+        steps.append(product(qb, kb, ("n", "g", "t", "u"), "s", sizes))
+        numbers = tuple(lp.level.number for lp, _ in members)
+        name = f"shared pair product of levels {', '.join(map(str, numbers))}" + (
+            ", block-batched" if blocks > 1 else ""
+        )
+        yield Schedule(
+            Kind.SHARED_PAIRS,
+            name,
+            numbers,
+            tuple(steps),
+            Layout.PAIRS,
+            FrozenMap(sizes),
+            (steps[-1].output,),
+            (1.0,),
+            (("g", "t"), ("g", "u")),
+            interfaces=_interfaces(members),
+        )
+
+
+@group_kind(Kind.NESTED_BLOCKS)
+def nested_blocks(levels: tuple[LevelPlan, ...], T: int, batch: int) -> Iterable[Schedule]:
+    """Levels whose block counts nest (each divides the next, coarse to fine) scored per depth."""
+    chain: list[tuple[LevelPlan, Schedule]] = []
+    for lp in sorted(levels, key=lambda lp: lp.level.blocks):
+        schedule = pair_ready(lp)
+        if lp.level.band is not None or schedule is None:
+            continue
+        if chain and (lp.level.blocks == chain[-1][0].level.blocks or lp.level.blocks % chain[-1][0].level.blocks):
+            continue
+        chain.append((lp, schedule))
+    if len(chain) < 2:
+        return
+    steps, q, k, sizes, channels = concatenated_maps(chain, T, batch)
+    blocks = [lp.level.blocks for lp, _ in chain]
+    prefix = list(itertools.accumulate(channels))
+    scores = []
+    for depth, (p, R) in enumerate(zip(blocks, prefix), 1):
+        c = f"c{depth}"
+        sizes[c] = R
+        qm, km = Tensor(f"q{depth}", ("n", "s", c)), Tensor(f"k{depth}", ("n", "s", c))
+        if R < sizes["c"]:
+            steps += [Step(Op.SLICE, (q,), qm, 0, Part.PAIRS), Step(Op.SLICE, (k,), km, 0, Part.PAIRS)]
+        else:
+            qm, km = Tensor("q", ("n", "s", c)), Tensor("k", ("n", "s", c))
+        g, h, w, r, v = (f"{name}{depth}" for name in ("g", "h", "w", "r", "v"))
+        if depth < len(blocks):  # pairs in one block at this depth, in different blocks one deeper
+            children = blocks[depth] // p
+            sizes.update({g: p, h: children, w: T // blocks[depth], r: children - 1, v: T // blocks[depth]})
+            qd = Tensor(qm.name, ("n", g, h, w, c))
+            siblings = Tensor(f"{km.name}s", ("n", g, h, r, v, c))
+            steps.append(Step(Op.SIBLINGS, (Tensor(km.name, ("n", g, h, v, c)),), siblings, 0, Part.PAIRS, axis=2))
+            steps.append(product(qd, siblings, ("n", g, h, r, w, v), f"s{depth}", sizes))
+        else:  # the finest blocks score their own pairs with every channel
+            sizes.update({g: p, w: T // p, v: T // p})
+            steps.append(
+                product(
+                    Tensor(qm.name, ("n", g, w, c)), Tensor(km.name, ("n", g, v, c)), ("n", g, w, v), f"s{depth}", sizes
+                )
+            )
+        scores.append(steps[-1].output)
+    numbers = tuple(lp.level.number for lp, _ in chain)
+    nesting = Nesting(numbers, tuple(blocks), tuple(prefix))
+    name = f"nested blocks over levels {', '.join(map(str, numbers))} (per depth, prefix channels)"
+    yield Schedule(
+        Kind.NESTED_BLOCKS,
+        name,
+        numbers,
+        tuple(steps),
+        Layout.NESTED,
+        FrozenMap(sizes),
+        tuple(scores),
+        (1.0,) * len(scores),
+        nesting=nesting,
+        interfaces=_interfaces(chain),
+    )

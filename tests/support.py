@@ -1,0 +1,56 @@
+"""Shared helpers of the tests: small instances of every catalog structure and the plan's counts.
+
+Kept here once (not in each test file) so that a size table or a helper has one definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from einsearch import catalog, reference
+from einsearch.analyze.counts import Flops, plan_flops
+from einsearch.planner import FLOPS, Balanced, LevelPlan, Part, Schedule, plan
+
+# One small instance of every catalog structure, with non-square splits, s > 1 and odd T where they apply.
+SMALL = {
+    "dense": {"D": 16, "T": 16},
+    "lowrank": {"D": 16, "T": 16, "r": 4},
+    "btt": {"D": 36, "T": 8, "s": 2},
+    "monarch": {"D": 24, "T": 8},
+    "kronecker": {"D": 12, "T": 8},
+    "tt": {"D": 24, "a": 2, "b": 3, "T": 8},
+    "bilinear-mlr": {"D": 16, "T": 8, "levels": 3, "ranks": [3, 2, 1]},
+    "mlr": {"D": 16, "T": 32, "levels": 4, "ranks": [4, 3, 2, 1]},
+    "swa": {"D": 16, "T": 37, "r": 4, "window": 5},
+    "global-swa": {"D": 16, "T": 19, "rg": 3, "rw": 2, "window": 4},
+}
+
+
+def flop_counts(instance, cost: Balanced = FLOPS) -> Flops:
+    """The counts ``describe`` reports, for the plan chosen under ``cost`` (FLOPs only by default:
+    the choice the brute-force minimum must match)."""
+    return plan_flops(plan(instance, 1, cost))
+
+
+def map_flops(schedule: Schedule, level: int) -> int:
+    """FLOPs of one level's token maps in a schedule."""
+    return sum(s.flops for s in schedule.steps if s.level == level and s.part in (Part.QUERY, Part.KEY))
+
+
+def pair_cost(lp: LevelPlan) -> int:
+    """FLOPs of one pair of the level's own choice: 2 x its interface size."""
+    number, indices = lp.chosen.interfaces[0]
+    size = 1
+    for i in indices:
+        size *= lp.chosen.sizes[i]
+    return 2 * size
+
+
+def random_case(name: str, batch: int = 2):
+    """A small instance, numpy factors and inputs for the reference, and their torch twins."""
+    instance = catalog.find(name).resolve(SMALL[name])
+    factors = reference.random_factors(instance)
+    xs = [reference.random_input(instance, seed=seed) for seed in range(1, batch + 1)]
+    torch_factors = {k: torch.from_numpy(v) for k, v in factors.items()}
+    return instance, factors, xs, torch_factors, torch.from_numpy(np.stack(xs))
