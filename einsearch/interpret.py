@@ -11,6 +11,7 @@ import torch
 
 from .network import einsum_string, letters
 from .planner import Band, Layout, Op, Plan, Schedule, Step, Tensor
+from .sequence import SequencePattern
 from .structure import Instance
 
 __all__ = ["run", "schedule_scores", "score_matrix"]
@@ -101,8 +102,7 @@ def unchunk(scores: torch.Tensor, band: Band, T: int) -> torch.Tensor:
     keys, inside = window_keys(band, T, scores.device)
     query = torch.arange(band.chunks * band.chunk, device=scores.device).reshape(band.chunks, band.chunk, 1)
     key = keys[:, None, :].expand(-1, band.chunk, -1)
-    gap = query - key
-    keep = inside[:, None, :] & (query < T) & (gap >= band.lo) & (gap <= band.hi)
+    keep = inside[:, None, :] & SequencePattern(1, (band.lo, band.hi)).covers(T, query, key)
     dense = scores.new_zeros(scores.shape[0], T, T)
     dense[:, query.expand_as(key)[keep], key[keep]] = scores[:, keep]
     return dense

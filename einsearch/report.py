@@ -101,7 +101,8 @@ def pattern_lines(profile: Profile, grid, unit: str, div: int) -> list[str]:
 def rank_text(desc: Description) -> str:
     bound = f"cut bound {number(desc.rank_bound)}"
     if desc.rank_numeric is None:
-        return f"{number(desc.rank_bound)}   ({bound}; too large for the exact check, raise --rank-limit)"
+        why = "side above --rank-limit or over 4M random entries"
+        return f"{number(desc.rank_bound)}   ({bound}; too large for the exact check: {why})"
     if desc.rank_numeric == desc.rank_bound:
         verdict = "agree"
     elif desc.rank_numeric < desc.rank_bound:

@@ -40,8 +40,9 @@ from einsearch.analyze.exact import exact_rank
 from einsearch.analyze.family import level_family
 from einsearch.analyze.formulas import evaluate, formulas
 from einsearch.analyze.pattern import distance_profile, pair_flops_grid
-from einsearch.analyze.rank import rank_bound
+from einsearch.analyze.rank import rank_bound, rank_bounds
 from einsearch.planner import DEFAULT_COST, FLOPS, plan
+from einsearch.sequence import SequencePattern
 from einsearch.structure import from_text
 
 # ---------------------------------------------------------------------------------------------
@@ -396,11 +397,109 @@ def test_mlr_rank_small_D_numeric(T, D, ranks, true_rank):
     assert true_rank <= 2 ** (len(ranks) - 1) * min(D, T // 2 ** (len(ranks) - 1))
 
 
-@pytest.mark.xfail(strict=True, reason="rank_bound sums per-level cuts; MLR levels overlap in x's column span "
-                   "when sum r_l > D (bound 28 vs generic rank 16 here; catalog mlr at D=16: 792 vs 720)")  # fmt: skip
-def test_mlr_rank_bound_tight_for_small_D():
-    inst = resolve("mlr", {"T": 64, "D": 4, "levels": 3, "ranks": [4, 4, 4]})
-    assert rank_bound(inst) == exact_rank(inst, 64) == 16
+@pytest.mark.parametrize(
+    "T,D,ranks,rank",
+    [(64, 4, [4, 4, 4], 16), (256, 8, [8, 8, 8, 8], 64), (64, 4, [4, 4, 1], 10), (32, 4, [6, 5], 8),
+     (1024, 5, [32, 8, 6, 4, 4, 4, 4, 2], 448), (1024, 16, [32, 8, 6, 4, 4, 4, 4, 2], 720)],
+)  # fmt: skip
+def test_mlr_rank_bound_tight_for_small_D(T, D, ranks, rank):
+    """sum r_l > D: the levels overlap in x's column span, so the sum of the levels' cuts is loose
+    (28 vs 16 in the first case). The bound over the nested blocks sees it: it equals the exact rank
+    here (the catalog's MLR at D = 5 and D = 16 included)."""
+    inst = resolve("mlr", {"T": T, "D": D, "levels": len(ranks), "ranks": ranks})
+    assert rank_bound(inst) == exact_rank(inst, T) == rank
+    assert rank_bounds(inst)["levels"] > rank
+
+
+def test_catalog_mlr_rank_bound_at_D_5():
+    inst = resolve("mlr", {"T": 2048, "D": 5})
+    bounds = rank_bounds(inst)
+    assert bounds["levels"] == 771 and rank_bound(inst) == 448
+
+
+mlr_long_blocks = st.integers(1, 4).flatmap(
+    lambda L: st.tuples(
+        st.just(L),
+        st.integers(1, 4),  # D
+        st.integers(0, 3),  # T = 2^(L-1) * D * 2^k: every finest block has at least D tokens
+        st.lists(st.integers(1, 6), min_size=L, max_size=L),
+    )
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(mlr_long_blocks)
+def test_mlr_rank_bound_exact_when_blocks_hold_D_tokens(config):
+    """Finest blocks of at least D tokens: x cut to the blocks has full column rank, so the bound
+    over the nested blocks is the generic rank (the exact rank over GF(p) and numpy's agree)."""
+    L, D, k, ranks = config
+    T = 2 ** (L - 1) * D * 2**k
+    inst = resolve("mlr", {"T": T, "D": D, "levels": L, "ranks": ranks})
+    matrix = reference.structure_matrix(inst, reference.random_input(inst, 3), reference.random_factors(inst, 4))
+    assert rank_bound(inst) == exact_rank(inst, T) == np.linalg.matrix_rank(matrix)
+
+
+def random_structure(data) -> str:
+    """A score of 1 to 4 levels: blocks (any divisor of T, so counts need not nest), bands (through,
+    beside or past the sequence), block-diagonal feature maps, factors shared between levels."""
+    T = data.draw(st.sampled_from([4, 6, 8, 12, 16, 18]), label="T")
+    D = data.draw(st.sampled_from([1, 2, 3, 4, 6, 8]), label="D")
+    lines = [f"size T = {T}", f"size D = {D}"]
+    for n in range(1, data.draw(st.integers(1, 4), label="levels") + 1):
+        r = data.draw(st.integers(1, 5), label="rank")
+        kind = data.draw(st.sampled_from(["blocks", "band", "feature blocks", "shared"]), label="kind")
+        if kind == "shared" and n > 1:  # the first level's factors again, on other blocks
+            p = data.draw(st.sampled_from([d for d in range(1, T + 1) if T % d == 0]), label="p")
+            lines += [f"index g{n}: {p}", f"score += x[(g{n} t), i] Q1[i, r1] K1[j, r1] x[(g{n} u), j]"]
+            continue
+        lines.append(f"index r{n}: {r}")
+        if kind == "band":
+            lo = data.draw(st.integers(-T - 1, T + 1), label="lo")
+            hi = data.draw(st.integers(lo, T + 2), label="hi")
+            lines.append(f"score += x[t, i] Q{n}[i, r{n}] K{n}[j, r{n}] x[u, j]  where {lo} <= t - u <= {hi}")
+            continue
+        p = data.draw(st.sampled_from([d for d in range(1, T + 1) if T % d == 0]), label="p")
+        lines.append(f"index g{n}: {p}")
+        if kind == "feature blocks":
+            k = data.draw(st.sampled_from([d for d in range(1, D + 1) if D % d == 0]), label="k")
+            query, key = f"x[(g{n} t), (k{n} i)]", f"x[(g{n} u), (k{n} j)]"
+            lines += [f"index k{n}: {k}", f"score += {query} L{n}[k{n}, i, r{n}] R{n}[k{n}, j, r{n}] {key}"]
+        else:
+            lines.append(f"score += x[(g{n} t), i] Q{n}[i, r{n}] K{n}[j, r{n}] x[(g{n} u), j]")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.data())
+def test_every_rank_bound_holds(data):
+    """Each cheap bound is at least the exact rank of a random instance (GF(p), no sketch)."""
+    inst = resolve_text(random_structure(data))
+    side = inst.D if inst.is_feature_structure else inst.T
+    exact = exact_rank(inst, side)
+    bounds = rank_bounds(inst)
+    assert all(bound >= exact for bound in bounds.values()), (bounds, exact)
+    assert rank_bound(inst) == min(bounds.values())
+
+
+def test_exact_rank_runs_by_the_matrix_side():
+    """The exact check runs when the matrix's side (D for a feature structure, else T) is within
+    the limit, however long the sequence; above it, the bound is reported alone."""
+    d = describe(resolve("lowrank", {"T": 1 << 20, "D": 16, "r": 3}), rank_limit=16)
+    assert d.rank_numeric == 3 == d.rank_bound
+    d = describe(resolve("mlr", {"T": 64, "D": 8, "levels": 2, "ranks": [2, 1]}), rank_limit=63)
+    assert d.rank_numeric is None and d.rank_bound == d.rank == 4
+    d = describe(resolve("mlr", {"T": 64, "D": 8, "levels": 2, "ranks": [2, 1]}), rank_limit=64)
+    assert d.rank_numeric == 4
+
+
+@pytest.mark.parametrize("lo,hi,rank", [(-11, 10, 4), (-9, 11, 5), (-10, 10, 5), (-8, 9, 3 + 3 + 2)])
+def test_wide_band_rank(lo, hi, rank):
+    """A band that keeps most pairs is the low-rank level less the pairs past its edges: rank at
+    most r plus the rows holding those (1 + 0, 0 + 2, 1 + 1 and 2 + 3 here, r = 3, T = 12)."""
+    inst = resolve_text(BAND_TEXT.format(T=12, lo=lo, hi=hi).replace("size r = 2", "size r = 3"))
+    x, f = reference.random_input(inst, 5), reference.random_factors(inst, 6)
+    numeric = int(torch.linalg.matrix_rank(torch.from_numpy(reference.structure_matrix(inst, x, f))))
+    assert rank_bound(inst) == rank == numeric == exact_rank(inst, 12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -932,6 +1031,96 @@ score = x[t, (i1 i2)] A[j1, i1] B[j2, i2] x[u, (j1 j2)]
 
 
 # ---------------------------------------------------------------------------------------------
+# Sequence patterns: the pair rule, against every (t, u)
+
+
+def rule_by_hand(T: int, blocks: int, band, t: int, u: int) -> bool:
+    """t and u in the same of ``blocks`` contiguous equal blocks, and lo <= t - u <= hi."""
+    inside = 0 <= t < T and 0 <= u < T and t // (T // blocks) == u // (T // blocks)
+    return inside and (band is None or band[0] <= t - u <= band[1])
+
+
+bands = st.one_of(st.none(), st.tuples(st.integers(-40, 40), st.integers(0, 45)).map(lambda a: (a[0], a[0] + a[1])))
+patterns = st.tuples(st.integers(1, 5), st.integers(1, 8), bands).map(lambda a: (a[0] * a[1], a[0], a[2]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(patterns, st.data())
+def test_sequence_pattern_brute_force(case, data):
+    """Every count of the rule against a loop over all (t, u): bands through, beside and past the
+    sequence (negative lo, hi >= T, bands that miss every pair), blocks with and without a band."""
+    T, blocks, band = case
+    pattern = SequencePattern(blocks, band)
+    mask = np.array([[rule_by_hand(T, blocks, band, t, u) for u in range(T)] for t in range(T)], dtype=bool)
+    np.testing.assert_array_equal(pattern.mask(T), mask)
+    for t in range(-2, T + 2):
+        for u in range(-2, T + 2):
+            assert bool(pattern.covers(T, t, u)) == rule_by_hand(T, blocks, band, t, u)
+    positions = np.arange(-2, T + 2)
+    inside = [[rule_by_hand(T, blocks, band, t, u) for u in positions] for t in positions]
+    np.testing.assert_array_equal(pattern.covers(T, positions[:, None], positions[None, :]), inside)
+    torch_positions = torch.arange(T)
+    assert torch.equal(pattern.covers(T, torch_positions[:, None], torch_positions[None, :]), torch.from_numpy(mask))
+    assert pattern.count(T) == int(mask.sum())
+    assert pattern.rows(T) == int(mask.any(axis=1).sum())
+    gap = np.abs(np.subtract.outer(np.arange(T), np.arange(T)))
+    at = [int((mask & (gap == d)).sum()) for d in range(T + 2)]
+    assert [pattern.count_at_distance(T, d) for d in range(T + 2)] == at
+    assert pattern.count_at_distance(T, np.arange(T + 2)).tolist() == at
+    for d in range(2, T - 1):  # the distances where the count bends or jumps are listed
+        if at[d - 1] + at[d + 1] != 2 * at[d]:
+            assert d in pattern.changes(T)
+    for _ in range(20):
+        t0, t1, u0, u1 = (data.draw(st.integers(-3, T + 3)) for _ in range(4))
+        expected = int(mask[max(t0, 0) : max(t1, 0), max(u0, 0) : max(u1, 0)].sum())
+        assert pattern.count_in(T, t0, t1, u0, u1) == expected
+    edges = np.arange(T + 1)
+    cells = pattern.count_in(T, edges[:-1, None], edges[1:, None], edges[None, :-1], edges[None, 1:])
+    np.testing.assert_array_equal(cells, mask.astype(int))
+
+
+HUGE = 1 << 40
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 1 << 10, 1 << 39, HUGE])
+def test_sequence_pattern_blocks_at_huge_T(blocks):
+    """p blocks of T / p: T^2 / p pairs, 2 p (T/p - d) at distance 0 < d < T/p."""
+    pattern = SequencePattern(blocks)
+    B = HUGE // blocks
+    assert pattern.count(HUGE) == HUGE * HUGE // blocks
+    assert pattern.rows(HUGE) == HUGE
+    assert pattern.count_at_distance(HUGE, 0) == HUGE
+    for d in {1, B // 2, B - 1, B, B + 1, HUGE - 1} - {0}:
+        assert pattern.count_at_distance(HUGE, d) == (2 * blocks * (B - d) if 0 < d < B else 0)
+    # the first half of the queries against every key: half of the blocks' pairs
+    assert pattern.count_in(HUGE, 0, HUGE // 2, 0, HUGE) == HUGE * HUGE // blocks // 2
+    # a 2 x 2 grid of the plane, from arrays of Python ints (no int64 overflow): with blocks, the
+    # off-diagonal quadrants hold no pair and the diagonal ones half of them each
+    edges = np.array([0, HUGE // 2, HUGE], dtype=object)
+    grid = pattern.count_in(HUGE, edges[:-1, None], edges[1:, None], edges[None, :-1], edges[None, 1:])
+    half, quarter = HUGE * HUGE // blocks // 2, HUGE * HUGE // 4
+    expected = [[half, 0], [0, half]] if blocks > 1 else [[quarter, quarter], [quarter, quarter]]
+    assert grid.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "lo,hi", [(0, 128), (-7, 300), (-300, -2), (HUGE - 5, HUGE + 3), (-HUGE - 2, 1 - HUGE), (HUGE, HUGE + 9), (5, 5)]
+)
+def test_sequence_pattern_band_at_huge_T(lo, hi):
+    """A band's pairs summed diagonal by diagonal (T - |k| on t - u = k), and a window of the plane
+    far down the diagonal counted position by position."""
+    pattern = SequencePattern(1, (lo, hi))
+    assert pattern.count(HUGE) == sum(max(0, HUGE - abs(k)) for k in range(lo, hi + 1))
+    for d in (0, 1, 5, 128, 129, HUGE - 1):
+        diagonals = sum(1 for k in {d, -d} if lo <= k <= hi)
+        assert pattern.count_at_distance(HUGE, d) == diagonals * (HUGE - d)
+    start = HUGE // 3
+    for t0, t1, u0, u1 in [(start, start + 40, start - 10, start + 50), (HUGE - 30, HUGE + 5, HUGE - 40, HUGE)]:
+        expected = sum(1 for t in range(t0, min(t1, HUGE)) for u in range(u0, min(u1, HUGE)) if lo <= t - u <= hi)
+        assert pattern.count_in(HUGE, t0, t1, u0, u1) == expected
+
+
+# ---------------------------------------------------------------------------------------------
 # Compute pattern
 
 
@@ -1015,6 +1204,88 @@ def test_mlr_pair_cost_is_distance_dependent():
     assert profile[0] == 2 * sum(ranks)
     assert all(a >= b for a, b in zip(profile, profile[1:]))  # nearby pairs get more compute
     assert profile[-1] == 2 * ranks[0]
+
+
+def profile_at(grid: np.ndarray, distances) -> list[float]:
+    """Mean of c(t, u) over the pairs at each distance, read off a brute-force grid."""
+    T = grid.shape[0]
+    gap = np.abs(np.subtract.outer(np.arange(T), np.arange(T)))
+    return [float(Fraction(int(grid[gap == d].sum()), int((gap == d).sum()))) for d in distances]
+
+
+LONG_CASES = [
+    ("mlr", {"T": 256, "D": 8, "levels": 4, "ranks": [4, 3, 2, 1]}),
+    ("mlr", {"T": 96, "D": 8, "levels": 2, "ranks": [3, 1]}),
+    ("swa", {"T": 200, "D": 8, "r": 3, "window": 37}),
+    ("global-swa", {"T": 150, "D": 8, "rg": 2, "rw": 3, "window": 20}),
+    ("lowrank", {"T": 100, "D": 8, "r": 3}),
+]
+
+
+@pytest.mark.parametrize("name,sizes", LONG_CASES)
+def test_distance_profile_long_T_brute_force(name, sizes):
+    """Past 64 tokens the profile lists log-spaced distances (and T - 1, and where a level starts or
+    stops), each value exact against the brute-force grid."""
+    inst = resolve(name, sizes)
+    T = inst.T
+    profile = distance_profile(inst)
+    d = profile.distance
+    assert d[:7] == [0, 1, 2, 3, 4, 6, 8] and d[-1] == T - 1 and d == sorted(set(d)) and len(d) <= 40
+    assert {2**k for k in range(T.bit_length()) if 2**k < T} <= set(d)
+    assert profile.flops == profile_at(brute_pair_flops(inst), d)
+    if "window" in sizes:
+        assert {sizes["window"], sizes["window"] + 1} <= set(d)  # both sides of the band's edge
+
+
+@pytest.mark.parametrize("lo,hi", [(-7, 13), (30, 41), (-90, -70), (-5, 200)])
+def test_distance_profile_long_T_custom_bands(lo, hi):
+    inst = resolve_text(BAND_TEXT.format(T=100, lo=lo, hi=hi))
+    profile = distance_profile(inst)
+    assert profile.flops == profile_at(brute_pair_flops(inst), profile.distance)
+    edges = {abs(e) for e in (lo - 1, lo, hi, hi + 1) if abs(e) < 100} - {0}
+    assert edges <= set(profile.distance)
+
+
+@pytest.mark.parametrize("name,sizes", LONG_CASES + [("mlr", {"T": 64, "D": 8, "levels": 3, "ranks": [5, 1, 2]})])
+@pytest.mark.parametrize("cells", [7, 16])
+def test_pair_flops_grid_uneven_cells(name, sizes, cells):
+    """Cells of unequal size (edges at k T // cells): the exact mean of c(t, u) over each."""
+    inst = resolve(name, sizes)
+    T = inst.T
+    grid = brute_pair_flops(inst)
+    edges = [k * T // cells for k in range(cells + 1)]
+    expected = [[float(Fraction(int(grid[a:b, c:e].sum()), (b - a) * (e - c))) for c, e in zip(edges, edges[1:])]
+                for a, b in zip(edges, edges[1:])]  # fmt: skip
+    assert pair_flops_grid(inst, cells=cells).tolist() == expected
+
+
+def test_pattern_at_huge_T_closed_forms():
+    """T = 2^40: the MLR profile is sum_l 2 r_l p_l (T/p_l - d) over the pairs at distance d, and
+    each heatmap cell is 2 r_l where a level's block holds the whole cell (16 / p_l of it for blocks
+    smaller than a cell, on the diagonal)."""
+    ranks = [3, 1, 2, 1, 1, 2, 1, 1]
+    inst = resolve("mlr", {"T": HUGE, "D": 16, "levels": len(ranks), "ranks": ranks})
+    profile = distance_profile(inst)
+    assert len(profile.distance) <= 128 and profile.distance[-1] == HUGE - 1
+    for d, flops in zip(profile.distance, profile.flops):
+        diagonals = 1 if d == 0 else 2
+        covered = sum(2 * r * p_l(n) * max(0, HUGE // p_l(n) - d) * diagonals for n, r in enumerate(ranks, 1))
+        assert flops == covered / (HUGE if d == 0 else 2 * (HUGE - d))
+    grid = pair_flops_grid(inst, cells=16)
+    for a in range(16):
+        for b in range(16):
+            expected = Fraction(0)
+            for n, r in enumerate(ranks, 1):
+                p = p_l(n)
+                if p <= 16 and a // (16 // p) == b // (16 // p):
+                    expected += 2 * r
+                elif p > 16 and a == b:
+                    expected += Fraction(2 * r * 16, p)
+            assert grid[a, b] == float(expected)
+    swa = resolve("swa", {"T": HUGE, "D": 8, "r": 3, "window": 100})
+    profile = distance_profile(swa)
+    expected = {0: 6, 1: 3, 100: 3, 101: 0, HUGE - 1: 0}
+    assert {d: f for d, f in zip(profile.distance, profile.flops) if d in expected} == expected
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from einsearch import catalog
+from einsearch import catalog, report
 from einsearch.analyze import describe as analyze
 from einsearch.cli import main
 from einsearch.planner import plan
@@ -70,8 +71,12 @@ def test_describe_matches_the_analyzer():
 def test_rank_line_says_how_bound_and_exact_rank_compare():
     code, out, _ = run("describe", "btt", "--D", "64")
     assert code == 0 and "exact rank of a random instance 64: agree" in out
-    code, out, _ = run("describe", "mlr", "--T", "64", "--D", "4", "--levels", "3", "--ranks", "4,4,4")
-    assert code == 0 and "rank       16   (cut bound 28; " in out and "the bound is not tight here" in out
+    code, out, _ = run("describe", "mlr", "--T", "512", "--D", "5")  # sum r_l > D: levels overlap in x's span
+    assert code == 0 and "rank       448   (cut bound 448; exact rank of a random instance 448: agree)" in out
+    desc = analyze(catalog.find("btt").resolve({"D": 64}))
+    loose = dataclasses.replace(desc, rank_bound=desc.rank + 1)
+    assert "the bound is not tight here" in report.rank_text(loose)
+    assert "ABOVE THE BOUND" in report.rank_text(dataclasses.replace(desc, rank_bound=desc.rank - 1))
 
 
 def test_macs_and_heads():

@@ -64,6 +64,17 @@ def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
     return modular.rank()
 
 
+MAX_ENTRIES = 1 << 22  # random entries (x and factors) the exact check may draw: about 0.2 s of work
+
+
+def affordable(instance: Instance, rank_limit: int) -> bool:
+    """Whether the exact rank fits: the matrix side within ``rank_limit``, and no more than
+    ``MAX_ENTRIES`` random entries to draw (x is T x D unless M alone decides the rank)."""
+    entries = sum(math.prod(shape) for shape in instance.factor_shapes.values())
+    entries += 0 if instance.is_feature_structure else instance.T * instance.D
+    return rank_side(instance) <= rank_limit and entries <= MAX_ENTRIES
+
+
 def rank_side(instance: Instance) -> int:
     """The side of the matrix whose rank describes the structure (what a size limit compares):
     D for a feature structure, else T. ``exact_rank`` materialises it whatever the sketch."""
