@@ -333,24 +333,20 @@ LEVEL_KINDS: dict[Kind, Callable[[LevelNetwork], Iterable[Schedule]]] = {}
 GROUP_KINDS: dict[Kind, Callable[[tuple[LevelPlan, ...], int, int], Iterable[Schedule]]] = {}
 
 
-def level_kind(kind: Kind):
-    """Registers a function that yields one level's candidate schedules of ``kind``."""
+def _registrar(table: dict, what: str):
+    def kind(key: Kind):
+        def register(func):
+            table[key] = func
+            return func
 
-    def register(func):
-        LEVEL_KINDS[kind] = func
-        return func
+        return register
 
-    return register
+    kind.__doc__ = f"Registers a function that yields {what} of a ``Kind``."
+    return kind
 
 
-def group_kind(kind: Kind):
-    """Registers a function that yields candidate schedules spanning several levels."""
-
-    def register(func):
-        GROUP_KINDS[kind] = func
-        return func
-
-    return register
+level_kind = _registrar(LEVEL_KINDS, "one level's candidate schedules")
+group_kind = _registrar(GROUP_KINDS, "candidate schedules spanning several levels")
 
 
 @level_kind(Kind.ONE_EINSUM)

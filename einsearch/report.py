@@ -99,7 +99,7 @@ def pattern_lines(profile: Profile, grid, unit: str, div: int) -> list[str]:
 
 
 def rank_text(desc: Description) -> str:
-    bound = f"cut bound {number(desc.rank_bound)}"
+    bound = f"bound {number(desc.rank_bound)}"
     if desc.rank_numeric is None:
         why = "side above --rank-limit or over 4M random entries"
         return f"{number(desc.rank_bound)}   ({bound}; too large for the exact check: {why})"
@@ -126,7 +126,6 @@ def describe_json(desc: Description, heads: int = 1, macs: bool = False, full_pa
     inst = desc.instance
     unit, div = unit_scale(macs)
     formulas = desc.formulas.divided(div)
-    profile = desc.profile
     return {
         "structure": inst.name,
         "doc": inst.doc,
@@ -165,8 +164,19 @@ def describe_json(desc: Description, heads: int = 1, macs: bool = False, full_pa
             for level, fam in zip(inst.levels, desc.levels)
         ],
         "taxonomy": None if desc.taxonomy is None else vars(desc.taxonomy),
-        "pattern": {"distance": profile.distance, "flops": [v / div for v in profile.flops]},
+        "pattern": pattern_json(desc, div, full_pattern),
     }
+
+
+def pattern_json(desc: Description, div: int, full: bool) -> dict:
+    """Mean FLOPs per pair by distance: at the profile's few dozen distances, or at every one of
+    0 .. T-1 when ``full`` (T entries: meant for moderate T)."""
+    profile = desc.profile
+    if full:
+        from .analyze.pattern import distance_profile
+
+        profile = distance_profile(desc.instance, range(desc.instance.T))
+    return {"distance": profile.distance, "flops": [v / div for v in profile.flops]}
 
 
 def structure_summary(structure: Structure, instance: Instance) -> list[str]:

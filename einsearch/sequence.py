@@ -3,7 +3,8 @@
 A level's sequence pattern is ``p`` contiguous equal blocks (t and u in the same block; p = 1 is
 global) and optionally a band, inclusive bounds ``lo <= t - u <= hi``. Everything that needs to
 know which pairs are scored (pair counts, the compute pattern, rank bounds, masks in the
-reference and the interpreter) asks a ``SequencePattern``; nothing else restates the rule.
+reference and the interpreter) asks a ``SequencePattern`` (``Level.pattern``); the one other
+statement is its symbolic twin, the sympy pair count of ``analyze/formulas.py``.
 
 Every count is an exact integer in closed form (no loop over positions), so it answers any T.
 The methods take Python ints or numpy integer arrays (broadcasting); arrays of counts that could
@@ -92,6 +93,14 @@ class SequencePattern:
         return (self.count_before(T, t1, u1) - self.count_before(T, t0, u1) - self.count_before(T, t1, u0)
                 + self.count_before(T, t0, u0))  # fmt: skip
 
+    def count_grid(self, T: int, t_edges, u_edges):
+        """Pairs in every cell of the grid cut at ``t_edges`` (rows) and ``u_edges`` (columns), both
+        increasing: ``count_in`` of each cell, from one ``count_before`` per grid corner."""
+        import numpy as np
+
+        before = self.count_before(T, np.asarray(t_edges)[:, None], np.asarray(u_edges)[None, :])
+        return before[1:, 1:] - before[:-1, 1:] - before[1:, :-1] + before[:-1, :-1]
+
     def rows(self, T: int) -> int:
         """Rows t holding at least one scored pair."""
         block = self.block_size(T)
@@ -114,10 +123,6 @@ class SequencePattern:
         if self.blocks > 1:
             found.add(block)
         return sorted(d for d in found if 0 < d < T)
-
-    def is_full(self, T: int) -> bool:
-        """Every one of the T x T pairs is scored."""
-        return self.count(T) == T * T
 
     # -- inside one block -------------------------------------------------------------------
 

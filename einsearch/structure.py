@@ -106,11 +106,6 @@ class Level:
             object.__setattr__(self, "sizes", FrozenMap(self.sizes))
 
     @property
-    def signature(self) -> tuple:
-        """What decides how the level is computed: its einsum, sizes and band (not its place or scale)."""
-        return self.operands, self.sizes, self.band
-
-    @property
     def query(self) -> Operand:
         return next(op for op in self.operands if op.role == "query")
 

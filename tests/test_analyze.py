@@ -1077,6 +1077,10 @@ def test_sequence_pattern_brute_force(case, data):
     edges = np.arange(T + 1)
     cells = pattern.count_in(T, edges[:-1, None], edges[1:, None], edges[None, :-1], edges[None, 1:])
     np.testing.assert_array_equal(cells, mask.astype(int))
+    rows = sorted(set(data.draw(st.lists(st.integers(0, T), min_size=2, max_size=6), label="row edges")))
+    cols = sorted(set(data.draw(st.lists(st.integers(0, T), min_size=2, max_size=6), label="column edges")))
+    expected = [[int(mask[a:b, c:e].sum()) for c, e in zip(cols, cols[1:])] for a, b in zip(rows, rows[1:])]
+    assert pattern.count_grid(T, rows, cols).tolist() == expected
 
 
 HUGE = 1 << 40
@@ -1232,7 +1236,10 @@ def test_distance_profile_long_T_brute_force(name, sizes):
     d = profile.distance
     assert d[:7] == [0, 1, 2, 3, 4, 6, 8] and d[-1] == T - 1 and d == sorted(set(d)) and len(d) <= 40
     assert {2**k for k in range(T.bit_length()) if 2**k < T} <= set(d)
-    assert profile.flops == profile_at(brute_pair_flops(inst), d)
+    grid = brute_pair_flops(inst)
+    assert profile.flops == profile_at(grid, d)
+    every = distance_profile(inst, range(T))  # every distance, when asked for
+    assert every.distance == list(range(T)) and every.flops == profile_at(grid, range(T))
     if "window" in sizes:
         assert {sizes["window"], sizes["window"] + 1} <= set(d)  # both sides of the band's edge
 

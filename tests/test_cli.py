@@ -72,7 +72,7 @@ def test_rank_line_says_how_bound_and_exact_rank_compare():
     code, out, _ = run("describe", "btt", "--D", "64")
     assert code == 0 and "exact rank of a random instance 64: agree" in out
     code, out, _ = run("describe", "mlr", "--T", "512", "--D", "5")  # sum r_l > D: levels overlap in x's span
-    assert code == 0 and "rank       448   (cut bound 448; exact rank of a random instance 448: agree)" in out
+    assert code == 0 and "rank       448   (bound 448; exact rank of a random instance 448: agree)" in out
     desc = analyze(catalog.find("btt").resolve({"D": 64}))
     loose = dataclasses.replace(desc, rank_bound=desc.rank + 1)
     assert "the bound is not tight here" in report.rank_text(loose)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..planner import DEFAULT_COST, Balanced, Plan, plan
 from ..structure import Instance
 from .cache import cached_formulas
-from .counts import Flops, params, plan_flops
+from .counts import Flops, feature_map_flops_per_token, params, plan_flops
 from .exact import RANK_LIMIT, affordable, exact_rank
 from .family import LevelFamily, level_family
 from .formulas import Formulas
@@ -86,8 +86,9 @@ def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = 
     flops = plan_flops(chosen)
     n_params = params(instance)
     taxonomy = None
-    if instance.is_feature_structure and instance.D > 1:
-        taxonomy = taxonomy_of(instance.D, n_params, flops.per_token // 2, numeric or bound)
+    macs_per_token = feature_map_flops_per_token(chosen) // 2
+    if instance.is_feature_structure and instance.D > 1 and n_params and macs_per_token:
+        taxonomy = taxonomy_of(instance.D, n_params, macs_per_token, numeric or bound)
     families = tuple(level_family(lv) for lv in instance.levels)
     return Description(instance, chosen, n_params, bound, numeric, flops, families, taxonomy, cached_formulas(chosen),
                        distance_profile(instance))  # fmt: skip

@@ -37,6 +37,19 @@ def interface_sizes(schedule: Schedule) -> dict[int, int]:
     return {number: math.prod(schedule.sizes[i] for i in indices) for number, indices in schedule.interfaces}
 
 
+def feature_map_flops_per_token(plan: Plan) -> int:
+    """FLOPs to map one query and one key token through every level's factors, in the feature-map
+    form: the plan's own maps where it chose that form, else the level's cheapest feature-map
+    candidate (what the taxonomy's C measures, whatever the plan does at this T)."""
+    own = {n: s for s in plan.schedules if s.fused for n in s.levels}
+    total = 0
+    for lp in plan.levels:
+        schedule = own.get(lp.level.number) or next(s for s in lp.candidates if s.fused)
+        steps = [s for s in schedule.steps if s.level == lp.level.number and s.part in (Part.QUERY, Part.KEY)]
+        total += sum(s.flops for s in steps)
+    return total // (plan.instance.T * plan.batch)
+
+
 def pair_costs(plan: Plan) -> list[int]:
     """FLOPs each level spends on one pair it scores: 2 x its interface in a fused schedule, its
     FLOPs over its pairs when it is one einsum (the c(t, u) of the compute pattern)."""

@@ -52,17 +52,21 @@ def profile_distances(instance: Instance) -> list[int]:
     return sorted(picks | set(changes[: max(0, PROFILE_POINTS - len(picks))]))
 
 
-def distance_profile(instance: Instance) -> Profile:
-    """Mean FLOPs per pair at the distances of ``profile_distances`` (exact, any T)."""
+def distance_profile(instance: Instance, distances=None) -> Profile:
+    """Mean FLOPs per pair at ``distances`` (0 <= d < T; by default ``profile_distances``, a few
+    dozen): exact, from each level's pair count at each distance, for any T. Work and memory
+    grow with the number of distances only (``range(T)`` lists them all)."""
     T = instance.T
-    distance = profile_distances(instance)
-    d = np.asarray(distance, dtype=np.int64)
-    total = [0] * len(distance)
-    for level, flops in zip(instance.levels, level_pair_flops(instance)):
-        covered = level.pattern.count_at_distance(T, d).tolist()
-        total = [s + flops * c for s, c in zip(total, covered)]
-    pairs = [T if k == 0 else 2 * (T - k) for k in distance]
-    return Profile(distance, [s / n for s, n in zip(total, pairs)])
+    d = np.asarray(profile_distances(instance) if distances is None else distances, dtype=np.int64)
+    if d.size and (d.min() < 0 or d.max() >= T):
+        raise ValueError(f"distances lie in 0 .. {T - 1}")
+    flops = level_pair_flops(instance)
+    exact_int64 = 2 * T * sum(flops) < 2**53  # every sum fits and converts to float exactly
+    total = np.zeros(d.shape, dtype=np.int64 if exact_int64 else object)
+    for level, cost in zip(instance.levels, flops):
+        total = total + cost * level.pattern.count_at_distance(T, d).astype(total.dtype)
+    pairs = np.where(d == 0, T, 2 * (T - d)).astype(total.dtype)
+    return Profile(d.tolist(), (total / pairs).astype(float).tolist())
 
 
 def pair_flops_grid(instance: Instance, cells: int = 16) -> np.ndarray:
@@ -71,12 +75,11 @@ def pair_flops_grid(instance: Instance, cells: int = 16) -> np.ndarray:
     T = instance.T
     n = min(cells, T)
     edges = np.array([k * T // n for k in range(n + 1)], dtype=object)
-    t0, t1 = edges[:-1, None], edges[1:, None]
-    u0, u1 = edges[None, :-1], edges[None, 1:]
     total = np.zeros((n, n), dtype=object)
     for level, flops in zip(instance.levels, level_pair_flops(instance)):
-        total = total + flops * np.asarray(level.pattern.count_in(T, t0, t1, u0, u1), dtype=object)
-    return (total / ((t1 - t0) * (u1 - u0))).astype(float)
+        total = total + flops * np.asarray(level.pattern.count_grid(T, edges, edges), dtype=object)
+    sides = edges[1:] - edges[:-1]
+    return (total / np.multiply.outer(sides, sides)).astype(float)
 
 
 def heatmap(grid: np.ndarray) -> list[str]:
