@@ -44,6 +44,7 @@ __all__ = [
     "Structure",
     "catalog_names",
     "describe",
+    "generate",
     "load",
     "plan",
 ]
@@ -78,6 +79,14 @@ def plan(instance: Instance, batch: int = 1, cost: Balanced | None = None) -> Pl
     from .planner import plan as make_plan
 
     return make_plan(instance, batch, cost or DEFAULT_COST)
+
+
+def generate(instance: Instance, heads: int = 1, class_name: str | None = None, command: str = "") -> str:
+    """The source of a standalone PyTorch attention module for ``instance`` (``command``: how to
+    regenerate it, quoted in its docstring)."""
+    from .codegen import generate as render
+
+    return render(instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}")
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,70 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
     instance = resolve(structure, ctx.args)
     chosen = plan(instance, batch, FLOPS if cost == "flops" else DEFAULT_COST)
     emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
+
+
+@main.command(context_settings=STRUCTURE_OPTIONS)
+@click.argument("structure")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
+@click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.pass_context
+def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,
+             force: bool) -> None:  # fmt: skip
+    """Write a standalone PyTorch attention module for STRUCTURE (it imports only torch).
+
+    The module computes the structure's scores exactly, per head, causally, for any input length;
+    see the file's docstring for its levels, costs and decoding cache.
+
+    \b
+    Examples:
+      einsearch generate mlr --levels 8 -o mlr_attn.py
+      einsearch generate btt --D 256 --heads 4 --class-name BttAttention
+      einsearch generate my_structure.ein -o -          # to stdout
+    """
+    from . import generate as render
+    from .codegen import class_name as default_class
+
+    instance = resolve(structure, ctx.args)
+    target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
+    command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", f"-o {target}"])
+    if class_name is not None and not class_name.isidentifier():
+        fail(f"--class-name: {class_name!r} is not a Python identifier")
+    try:
+        source = render(instance, heads=heads, class_name=class_name, command=command)
+    except EinsearchError as err:
+        fail(str(err))
+    if target == "-":
+        click.echo(source, nl=False)
+        return
+    write_atomically(Path(target), source, force)
+    name = class_name or default_class(instance.name)
+    levels = len(instance.levels)
+    click.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
+               f"{plural(levels, 'level')}")  # fmt: skip
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def write_atomically(path: Path, text: str, force: bool) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder (no half-written file);
+    refuse to replace an existing file unless ``force``."""
+    import os
+    import tempfile
+
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        fail(f"{path.parent} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as err:
+        fail(f"{path}: cannot write: {err.strerror}")
 
 
 def check_plot_target(path: Path, force: bool) -> None:

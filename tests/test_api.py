@@ -95,3 +95,22 @@ def test_readme_python_example_runs():
     section = readme.split("## Using einsearch from Python", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_readme_generate_example_trains_and_decodes(tmp_path, monkeypatch):
+    """The README's generate section: the command, then its Python block, run as written."""
+    from click.testing import CliRunner
+
+    from einsearch.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Generating a PyTorch module", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"```bash\n(einsearch generate .*?)\n```", section).group(1)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, command.split()[1:])
+    assert result.exit_code == 0, result.output
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["loss"].item() < 4.0

@@ -265,3 +265,30 @@ def test_directory_fifo_and_unreadable_file(tmp_path, monkeypatch):
 
         monkeypatch.setattr(structure.os, "open", refuse)
     assert_one_line_error(["describe", str(secret)], f"{secret}: cannot be read: permission denied")
+
+
+def test_generate_writes_refuses_and_forces(tmp_path):
+    target = tmp_path / "mlr_attn.py"
+    args = ["generate", "mlr", "--T", "64", "--D", "32", "--levels", "3", "--ranks", "4,2,2", "--heads", "2"]
+    code, out, _ = run(*args, "-o", str(target))
+    assert code == 0 and out.startswith(f"wrote {target}: MlrAttention, 2 heads")
+    first = target.read_text()
+    assert first.startswith('"""MlrAttention: MLR attention')
+    assert f"einsearch generate mlr --T 64 --D 32 --levels 3 --ranks 4,2,2 --heads 2 -o {target}" in first
+    target.write_text("mine")
+    code, _, err = run(*args, "-o", str(target))
+    assert code == 2 and "exists; pass --force" in err and target.read_text() == "mine"
+    code, _, _ = run(*args, "-o", str(target), "--force")
+    assert code == 0 and target.read_text() == first
+    assert not [p for p in tmp_path.iterdir() if p.name != target.name]  # no temporary file left
+
+
+def test_generate_to_stdout_and_errors(tmp_path):
+    code, out, _ = run("generate", "btt", "--D", "16", "-o", "-", "--class-name", "Bilinear")
+    assert code == 0 and "class Bilinear(nn.Module):" in out and not list(tmp_path.iterdir())
+    code, _, err = run("generate", "btt", "--D", "16", "--heads", "3", "-o", "-")
+    assert code == 2 and "--heads: must divide d_model = 16, got 3" in err
+    code, _, err = run("generate", "btt", "--class-name", "not valid", "-o", "-")
+    assert code == 2 and "--class-name" in err
+    code, _, err = run("generate", "btt", "-o", str(tmp_path / "missing" / "x.py"))
+    assert code == 2 and "is not a directory" in err

@@ -1,0 +1,301 @@
+"""Code generation: a plan rendered as a standalone PyTorch attention module (Jinja2 templates).
+
+Each level's feature maps are the plan's own map steps (docs/design.md §4), one ``torch.einsum``
+per pairwise step, with a batch axis ``b``, a head axis ``h`` on everything a factor touched, and
+the sequence as one axis ``t`` (maps are per token: block patterns only matter to the pairs).
+The pairs are attended by one of the computation forms in ``templates/forms/``, chosen from the
+levels' sequence patterns, never from the structure's name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from .errors import OptionError
+from .planner import Kind, LevelPlan, Op, Part, Plan, Schedule, Step, Tensor, fresh, plan
+from .structure import Instance, Level
+
+LETTERS = "acdefgijklmnopqrsuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # b, h, t are the batch, head and token axes
+
+
+class Form(Enum):
+    """How the generated module attends: the template under ``templates/forms/``."""
+
+    FEATURE_MAPS = "feature_maps"  # every level global: one fused attention over concatenated maps
+    NESTED = "nested"  # block levels that nest (MLR): per depth, merged by log-sum-exp
+    MASKED = "masked"  # anything else (bands, mixed patterns): the scores, masked, then softmax
+
+
+@dataclass(frozen=True)
+class MapStep:
+    """One rendered contraction: ``target = torch.einsum("spec", *operands)``."""
+
+    target: str
+    spec: str
+    operands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LevelCode:
+    """What the templates need of one level."""
+
+    number: int
+    einsum: str  # the level as written in the structure file
+    scale: float
+    blocks: int
+    band: tuple[int, int] | None
+    channels: int  # size of the interface its pairs contract
+    query: tuple[MapStep, ...]
+    key: tuple[MapStep, ...]
+    query_out: str
+    key_out: str
+    grid: tuple[int, ...] = ()  # x's features viewed as this grid (``x{number}``) when grouped
+
+
+def template_dir() -> Path:
+    """The templates shipped inside the wheel, or the repository's top-level ones in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("the einsearch templates are missing from this installation")
+
+
+def class_name(structure: str) -> str:
+    """``global-swa`` -> ``GlobalSwaAttention``."""
+    words = [w for w in re.split(r"[^0-9A-Za-z]+", structure) if w]
+    name = "".join(w[:1].upper() + w[1:] for w in words) or "Structured"
+    return ("S" + name if name[0].isdigit() else name) + "Attention"
+
+
+def form_of(instance: Instance) -> Form:
+    """The computation form for the levels' sequence patterns."""
+    levels = instance.levels
+    if all(lv.blocks == 1 and lv.band is None for lv in levels):
+        return Form.FEATURE_MAPS
+    blocks = sorted(lv.blocks for lv in levels)
+    nests = all(b % a == 0 and b > a for a, b in zip(blocks, blocks[1:]))
+    if all(lv.band is None for lv in levels) and nests and instance.T % blocks[-1] == 0:
+        return Form.NESTED
+    return Form.MASKED
+
+
+def map_schedule(lp: LevelPlan) -> Schedule:
+    """The level's cheapest feature-map candidate: the maps the module computes."""
+    return next(s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS)
+
+
+def level_code(lp: LevelPlan) -> LevelCode:
+    """The level's maps as einsum steps over (batch, head, token, index letters)."""
+    level = lp.level
+    schedule = map_schedule(lp)
+    letters = Letters(level, schedule)
+    query, key = [], []
+    for step in schedule.steps:
+        if step.part is Part.PAIRS:
+            continue
+        rendered = letters.step(step)
+        (key if letters.side(step) == "k" else query).append(rendered)
+    q_out, k_out = (letters.name(t) for t in map_outputs(schedule))
+    channels = math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[level.number])
+    return LevelCode(level.number, level.written(), level.scale, level.blocks, level.band, channels,
+                     tuple(query), tuple(key), q_out, k_out, letters.grid)  # fmt: skip
+
+
+def map_outputs(schedule: Schedule) -> tuple[Tensor, Tensor]:
+    """The query and key maps a feature-map schedule's pairs read (before any band chunking)."""
+    by_op = {step.op: step for step in schedule.steps if step.part is Part.PAIRS}
+    if Op.CHUNK in by_op:
+        return by_op[Op.CHUNK].inputs[0], by_op[Op.WINDOW].inputs[0]
+    q, k = by_op[Op.CONTRACT].inputs
+    return q, k
+
+
+class Letters:
+    """Names and einsum letters for one level's map steps."""
+
+    def __init__(self, level: Level, schedule: Schedule) -> None:
+        self.level = level
+        self.schedule = schedule
+        self.sequence = set(level.query.axes[0]) | set(level.key.axes[0]) | {i for i, _ in schedule.renamed}
+        self.sequence |= {new for _, new in schedule.renamed}
+        self.batch = fresh("n", level.sizes)
+        names = [i for i in level.sizes if i not in self.sequence]
+        if len(names) > len(LETTERS):
+            raise OptionError(None, f"level {level.number} has {len(names)} indices: more than torch.einsum can name")
+        self.letter = dict(zip(names, LETTERS))
+        self.headed = {op.name for op in level.factors}  # tensors that carry the head axis
+        self.sides = {}
+        self.grid: tuple[int, ...] = ()
+
+    def side(self, step: Step) -> str:
+        return self.sides[step.output.name]
+
+    def name(self, tensor: Tensor) -> str:
+        """The Python expression of a step's operand: x (its features viewed as a grid when
+        grouped), a factor (viewed per index when an axis groups several), or an intermediate."""
+        sizes = self.level.sizes
+        if tensor.name == "x":
+            features = [i for i in tensor.indices if i != self.batch and i not in self.sequence]
+            if len(features) == 1:
+                return "x"
+            grid = tuple(sizes[i] for i in features)
+            if self.grid and self.grid != grid:
+                raise OptionError(None, f"level {self.level.number}: the query and key group x's features differently")
+            self.grid = grid
+            return f"x{self.level.number}"
+        factor = next((op for op in self.level.factors if op.name == tensor.name), None)
+        if factor is not None:
+            if all(len(axis) == 1 for axis in factor.axes):
+                return f"self.{factor.name}"
+            return f"self.{factor.name}.view(-1, {', '.join(str(sizes[i]) for i in factor.indices)})"
+        base, number, primes = re.fullmatch(r"(\D*?)(\d*)('*)", tensor.name).groups()
+        return f"{base}{self.level.number}" + (f"_{number}" if number else "") + "_p" * len(primes)
+
+    def subscripts(self, tensor: Tensor) -> str:
+        batch = "b" if self.batch in tensor.indices else ""
+        head = "h" if tensor.name in self.headed else ""
+        token = "t" if any(i in self.sequence for i in tensor.indices) else ""
+        rest = "".join(self.letter[i] for i in tensor.indices if i != self.batch and i not in self.sequence)
+        return batch + head + token + rest
+
+    def step(self, step: Step) -> MapStep:
+        if any(t.name in self.headed for t in step.inputs):
+            self.headed.add(step.output.name)
+        sources = [self.sides.get(t.name) for t in step.inputs]
+        side = next((s for s in sources if s), None)
+        if side is None:  # reads x or factors only: the side its name says (q..., k...)
+            side = "k" if step.part is Part.KEY or step.output.name.startswith("k") else "q"
+        self.sides[step.output.name] = side
+        spec = ",".join(self.subscripts(t) for t in step.inputs) + "->" + self.subscripts(step.output)
+        return MapStep(self.name(step.output), spec, tuple(self.name(t) for t in step.inputs))
+
+
+def generate(instance: Instance, heads: int = 1, name: str | None = None, command: str = "") -> str:
+    """The source of a standalone PyTorch module computing ``instance``'s attention (see the templates)."""
+    import jinja2
+
+    if heads < 1 or instance.D % heads:
+        raise OptionError("heads", f"must divide d_model = {instance.D}, got {heads}")
+    chosen: Plan = plan(instance)
+    from .analyze import describe
+
+    desc = describe(instance)
+    form = form_of(instance)
+    levels = [level_code(lp) for lp in chosen.levels]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir()),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    context = {
+        "name": name or class_name(instance.name),
+        "instance": instance,
+        "desc": desc,
+        "form": form.value,
+        "levels": levels,
+        "heads": heads,
+        "factors": [(n, s, fan_in(instance, n)) for n, s in instance.factor_shapes.items()],
+        "options": options_of(instance),
+        "command": command,
+        "prefix": prefix_channels(levels),
+        "lengths": block_lengths(instance),
+        "block_counts": sorted({lv.blocks for lv in instance.levels if lv.blocks > 1}),
+        "cache_text": cache_text(levels, instance.T, heads, instance.D),
+    }
+    env.filters["pyrepr"] = pyrepr
+    env.globals.update(pattern_text=pattern_text, cover_expr=cover_expr, reach_expr=reach_expr)
+    return env.get_template("module.py.jinja").render(context)
+
+
+def pyrepr(value: object) -> str:
+    """A value as ruff formats it: double-quoted strings, tuples with a trailing comma when single."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        items = [pyrepr(v) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return repr(value)
+
+
+def pattern_text(level: LevelCode) -> str:
+    if level.band is not None:
+        return f"band {level.band[0]} <= t - u <= {level.band[1]}"
+    return "global" if level.blocks == 1 else f"{level.blocks} blocks of block_size / {level.blocks} tokens"
+
+
+def cover_expr(level: LevelCode) -> str:
+    """The level's pair rule on position grids t (T, 1) and u (1, T), as Python."""
+    if level.band is not None:
+        return f"(t - u >= {level.band[0]}) & (t - u <= {level.band[1]})"
+    if level.blocks == 1:
+        return "everywhere"
+    length = f"(self.block_size // {level.blocks})"
+    return f"t // {length} == u // {length}"
+
+
+def reach_expr(level: LevelCode) -> str:
+    """The first key position a query at ``position`` or later can score through the level."""
+    if level.band is not None:
+        return f"max(0, position - {level.band[1]})"
+    if level.blocks == 1:
+        return "0"
+    length = f"(self.block_size // {level.blocks})"
+    return f"position // {length} * {length}"
+
+
+def options_of(instance: Instance) -> list[tuple[str, object]]:
+    """The structure's options other than T and D, with their values (the module's keyword arguments)."""
+    if instance.structure is None:
+        return []
+    values = [(d.name, instance.values[d.name]) for d in instance.structure.options if d.name not in ("T", "D")]
+    return [(name, tuple(v) if isinstance(v, list) else v) for name, v in values]
+
+
+def fan_in(instance: Instance, name: str) -> int:
+    """What a factor contracts with the token: its indices on x's feature axes (not block indices)."""
+    for level in instance.levels:
+        for op in level.factors:
+            if op.name == name:
+                features = set(level.query.axes[1]) | set(level.key.axes[1])
+                inputs = [i for i in op.indices if i in features and i not in level.feature_block_indices]
+                size = math.prod(level.sizes[i] for i in inputs)
+                return size if size > 1 else math.prod(level.sizes[i] for i in op.indices[:-1]) or 1
+    raise KeyError(name)
+
+
+def cache_text(levels: list[LevelCode], T: int, heads: int, D: int) -> str:
+    """What the decoding cache keeps, in bytes (float32), for the module docstring."""
+    head = D // heads
+    unbounded = sum(lv.channels for lv in levels if lv.blocks == 1 and lv.band is None)
+    values = head if unbounded else 0
+    window = sum(lv.channels * (T // lv.blocks) for lv in levels if lv.blocks > 1 and lv.band is None)
+    window += sum(lv.channels * (lv.band[1] + 1) for lv in levels if lv.band is not None)
+    lines = f"Decoding cache (float32, per head and sequence): {4 * (unbounded + values)} bytes per cached token"
+    if window:
+        lines += f",\nplus at most {4 * window:,} bytes for the keys of the current blocks and windows"
+        if not unbounded:
+            lines += " (and their values)"
+    return lines + "."
+
+
+def prefix_channels(levels: list[LevelCode]) -> tuple[int, ...]:
+    """R_m: the channels that score a pair at depth m (levels coarse to fine)."""
+    total, prefix = 0, []
+    for level in sorted(levels, key=lambda lv: lv.blocks):
+        total += level.channels
+        prefix.append(total)
+    return tuple(prefix)
+
+
+def block_lengths(instance: Instance) -> tuple[int | None, ...]:
+    """Block length of each level, coarse to fine, at the generated block size (None: global)."""
+    return tuple(
+        None if lv.blocks == 1 else instance.T // lv.blocks for lv in sorted(instance.levels, key=lambda lv: lv.blocks)
+    )
