@@ -81,12 +81,26 @@ def plan(instance: Instance, batch: int = 1, cost: Balanced | None = None) -> Pl
     return make_plan(instance, batch, cost or DEFAULT_COST)
 
 
-def generate(instance: Instance, heads: int = 1, class_name: str | None = None, command: str = "") -> str:
+def generate(
+    instance: Instance,
+    heads: int = 1,
+    class_name: str | None = None,
+    command: str = "",
+    *,
+    normalize: str = "none",
+    qk_norm: bool = False,
+    separate_softmax: bool = False,
+) -> str:
     """The source of a standalone PyTorch attention module for ``instance`` (``command``: how to
-    regenerate it, quoted in its docstring)."""
+    regenerate it, quoted in its docstring). The keyword options are the research code's
+    (``einsearch generate --help``)."""
+    from .codegen import Research
     from .codegen import generate as render
 
-    return render(instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}")
+    research = Research(normalize, qk_norm, separate_softmax)
+    return render(
+        instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}", research
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -170,10 +170,15 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
+@click.option("--normalize", type=click.Choice(["none", "levels", "coverage"]), default="none", show_default=True,
+              help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.")
+@click.option("--qk-norm", is_flag=True, help="Per-head LayerNorm on the query and key channels.")
+@click.option("--separate-softmax", is_flag=True,
+              help="One softmax per sequence pattern, outputs added (the research form of global + window).")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
 def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,
-             force: bool) -> None:  # fmt: skip
+             normalize: str, qk_norm: bool, separate_softmax: bool, force: bool) -> None:  # fmt: skip
     """Write a standalone PyTorch attention module for STRUCTURE (it imports only torch).
 
     The module computes the structure's scores exactly, per head, causally, for any input length;
@@ -184,17 +189,22 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
       einsearch generate mlr --levels 8 -o mlr_attn.py
       einsearch generate btt --D 256 --heads 4 --class-name BttAttention
       einsearch generate my_structure.ein -o -          # to stdout
+      einsearch generate mlr --normalize coverage --qk-norm   # the research code's options
+      einsearch generate global-swa --separate-softmax
     """
     from . import generate as render
     from .codegen import class_name as default_class
 
     instance = resolve(structure, ctx.args)
     target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
-    command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", f"-o {target}"])
+    research = [f"--normalize {normalize}"] if normalize != "none" else []
+    research += ["--qk-norm"] * qk_norm + ["--separate-softmax"] * separate_softmax
+    command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *research, f"-o {target}"])
     if class_name is not None and not class_name.isidentifier():
         fail(f"--class-name: {class_name!r} is not a Python identifier")
     try:
-        source = render(instance, heads=heads, class_name=class_name, command=command)
+        source = render(instance, heads, class_name, command, normalize=normalize, qk_norm=qk_norm,
+                        separate_softmax=separate_softmax)  # fmt: skip
     except EinsearchError as err:
         fail(str(err))
     if target == "-":

@@ -22,6 +22,28 @@ from .structure import Instance, Level
 LETTERS = "acdefgijklmnopqrsuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # b, h, t are the batch, head and token axes
 
 
+NORMALIZE = ("none", "levels", "coverage")
+
+
+@dataclass(frozen=True)
+class Research:
+    """Options of the research code's modules (docs/design.md §7), all off by default.
+
+    ``normalize``: divide the summed logit by the number of levels, or each pair's by the number
+    of levels that cover it (MLR); ``qk_norm``: a per-head LayerNorm on the query and the key
+    channels; ``separate_softmax``: levels of different sequence patterns get their own softmaxes,
+    whose outputs are added (the research form of global + sliding window).
+    """
+
+    normalize: str = "none"
+    qk_norm: bool = False
+    separate_softmax: bool = False
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE:
+            raise OptionError("normalize", f"must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
+
+
 class Form(Enum):
     """How the generated module attends: the template under ``templates/forms/``."""
 
@@ -72,11 +94,21 @@ def class_name(structure: str) -> str:
     return ("S" + name if name[0].isdigit() else name) + "Attention"
 
 
-def form_of(instance: Instance) -> Form:
-    """The computation form for the levels' sequence patterns."""
+def softmax_groups(instance: Instance) -> list[tuple[int, ...]]:
+    """Level positions grouped by sequence pattern, in order of first appearance."""
+    groups: dict = {}
+    for n, level in enumerate(instance.levels):
+        groups.setdefault(level.pattern, []).append(n)
+    return [tuple(g) for g in groups.values()]
+
+
+def form_of(instance: Instance, research: Research = Research()) -> Form:
+    """The computation form for the levels' sequence patterns (and the research options)."""
     levels = instance.levels
     if all(lv.blocks == 1 and lv.band is None for lv in levels):
         return Form.FEATURE_MAPS
+    if research.separate_softmax or research.normalize == "coverage":
+        return Form.MASKED
     blocks = sorted(lv.blocks for lv in levels)
     nests = all(b % a == 0 and b > a for a, b in zip(blocks, blocks[1:]))
     if all(lv.band is None for lv in levels) and nests and instance.T % blocks[-1] == 0:
@@ -175,7 +207,8 @@ class Letters:
         return MapStep(self.name(step.output), spec, tuple(self.name(t) for t in step.inputs))
 
 
-def generate(instance: Instance, heads: int = 1, name: str | None = None, command: str = "") -> str:
+def generate(instance: Instance, heads: int = 1, name: str | None = None, command: str = "",
+             research: Research = Research()) -> str:  # fmt: skip
     """The source of a standalone PyTorch module computing ``instance``'s attention (see the templates)."""
     import jinja2
 
@@ -185,8 +218,9 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
     from .analyze import describe
 
     desc = describe(instance)
-    form = form_of(instance)
+    form = form_of(instance, research)
     levels = [level_code(lp) for lp in chosen.levels]
+    groups = softmax_groups(instance) if research.separate_softmax else []
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
         keep_trailing_newline=True,
@@ -207,9 +241,14 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "prefix": prefix_channels(levels),
         "lengths": block_lengths(instance),
         "block_counts": sorted({lv.blocks for lv in instance.levels if lv.blocks > 1}),
+        "research": research,
+        "groups": groups if len(groups) > 1 else [],
+        "sdpa_scale": 1.0 if research.normalize == "none" else 1 / len(levels),  # all global: coverage = L
         "cache_text": cache_text(levels, instance.T, heads, instance.D),
     }
     env.filters["pyrepr"] = pyrepr
+    env.filters["pyrepr_list"] = lambda values: pyrepr(tuple(values))
+    env.filters["times"] = times
     env.globals.update(pattern_text=pattern_text, cover_expr=cover_expr, reach_expr=reach_expr)
     return env.get_template("module.py.jinja").render(context)
 
@@ -222,6 +261,16 @@ def pyrepr(value: object) -> str:
         items = [pyrepr(v) for v in value]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     return repr(value)
+
+
+def times(name: str, scale: float) -> str:
+    """``name`` multiplied by ``scale``, as a division when the scale is 1 / an integer."""
+    if scale == 1:
+        return name
+    inverse = 1 / scale
+    if inverse == round(inverse) and 1 / round(inverse) == scale:
+        return f"{name} / {round(inverse)}"
+    return f"{name} * {pyrepr(scale)}"
 
 
 def pattern_text(level: LevelCode) -> str:
@@ -259,15 +308,15 @@ def options_of(instance: Instance) -> list[tuple[str, object]]:
 
 
 def fan_in(instance: Instance, name: str) -> int:
-    """What a factor contracts with the token: its indices on x's feature axes (not block indices)."""
-    for level in instance.levels:
-        for op in level.factors:
-            if op.name == name:
-                features = set(level.query.axes[1]) | set(level.key.axes[1])
-                inputs = [i for i in op.indices if i in features and i not in level.feature_block_indices]
-                size = math.prod(level.sizes[i] for i in inputs)
-                return size if size > 1 else math.prod(level.sizes[i] for i in op.indices[:-1]) or 1
-    raise KeyError(name)
+    """The input size of a factor: what it contracts with one token's features (the smaller, when
+    it touches both tokens, as a BTT core's block input), block indices left out."""
+    level, op = next((lv, op) for lv in instance.levels for op in lv.factors if op.name == name)
+    shared = []
+    for token in (level.query, level.key):
+        inputs = [i for i in op.indices if i in token.axes[1] and i not in level.feature_block_indices]
+        if inputs:
+            shared.append(math.prod(level.sizes[i] for i in inputs))
+    return min(shared) if shared else math.prod(level.sizes[i] for i in op.indices[:-1]) or 1
 
 
 def cache_text(levels: list[LevelCode], T: int, heads: int, D: int) -> str:

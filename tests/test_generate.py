@@ -150,15 +150,18 @@ def test_factors_are_the_parameters_describe_counts(name, options, tmp_path):
     assert sum(f.numel() for f in factors.values()) == einsearch.describe(instance).params * module.n_heads
 
 
+RESEARCH = ({}, {"normalize": "levels"}, {"normalize": "coverage", "qk_norm": True, "separate_softmax": True})
+
+
 @pytest.mark.parametrize("name, options", INSTANCES)
 def test_generated_source_is_deterministic_and_ruff_clean(name, options, tmp_path):
-    instance = einsearch.load(name).resolve(options)
-    source = einsearch.generate(instance, heads=2)
-    assert source == einsearch.generate(einsearch.load(name).resolve(options), heads=2)
-    path = tmp_path / "generated.py"
-    path.write_text(source)
+    for n, research in enumerate(RESEARCH):
+        instance = einsearch.load(name).resolve(options)
+        source = einsearch.generate(instance, heads=2, **research)
+        assert source == einsearch.generate(einsearch.load(name).resolve(options), heads=2, **research)
+        (tmp_path / f"generated{n}.py").write_text(source)
     for command in (["format", "--isolated", "--check"], ["check", "--isolated"]):
-        done = subprocess.run([sys.executable, "-m", "ruff", *command, str(path)], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "ruff", *command, str(tmp_path)], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -211,3 +214,67 @@ def is_counted(step, sizes) -> bool:
     as elementwise products, which it does not count)."""
     summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
     return len(step.inputs) > 1 and math.prod(sizes[i] for i in summed) > 1
+
+
+def build_with(name: str, options: dict, tmp_path: Path, **research):
+    instance = einsearch.load(name).resolve(options)
+    module = load_module(einsearch.generate(instance, heads=2, **research), tmp_path / "research.py")
+    cls = next(v for k, v in vars(module).items() if k.endswith("Attention"))
+    torch.manual_seed(0)
+    return instance, cls().double()
+
+
+@pytest.mark.parametrize("normalize", ["levels", "coverage"])
+@pytest.mark.parametrize("name", ["mlr", "global-swa", "bilinear-mlr"])
+def test_normalized_logits(name, normalize, tmp_path):
+    """The research code's normalisations: the summed logit over the number of levels, or each
+    pair's over the number of levels that cover it."""
+    instance, module = build_with(name, CASES[name][0], tmp_path, normalize=normalize)
+    x = torch.randn(1, 19, instance.D, dtype=torch.float64)
+    t, u = np.arange(19)[:, None], np.arange(19)[None, :]
+    count = sum(covers(level, instance.T, t, u).astype(float) for level in instance.levels)
+    divisor = len(instance.levels) if normalize == "levels" else np.maximum(count, 1)
+    for h in range(2):
+        factors = {n: f[h].detach().numpy() for n, f in module.factors().items()}
+        expected = reference_logits(instance, factors, x[0].numpy()) / divisor
+        np.testing.assert_allclose(module.scores(x)[0, h].detach().numpy(), expected, rtol=1e-9, atol=1e-12)
+    check_decoding(module, x)
+
+
+def check_decoding(module, x: torch.Tensor) -> None:
+    cache = module.new_cache(x.shape[0], x.shape[1])
+    steps = torch.cat([module(x[:, i : i + 1], cache=cache) for i in range(x.shape[1])], dim=1)
+    torch.testing.assert_close(steps, module(x), rtol=1e-10, atol=1e-12)
+
+
+def test_qk_norm(tmp_path):
+    """A LayerNorm over each head's query channels and one over its key channels, then the scale."""
+    instance, module = build_with("lowrank", {"D": 12, "T": 16, "r": 4}, tmp_path, qk_norm=True)
+    with torch.no_grad():
+        module.q_norm.weight.uniform_(0.5, 1.5)
+        module.k_norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 9, 12, dtype=torch.float64)
+    for h in range(2):
+        q = module.q_norm(x[0] @ module.WQ[h])
+        k = module.k_norm(x[0] @ module.WK[h])
+        expected = (q @ k.T).masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), float("-inf"))
+        torch.testing.assert_close(module.scores(x)[0, h], expected, rtol=1e-9, atol=1e-12)
+    check_decoding(module, x)
+
+
+def test_separate_softmaxes_add(tmp_path):
+    """Global + window in the research form: a softmax over each pattern's logits, outputs added."""
+    instance, module = build_with("global-swa", CASES["global-swa"][0], tmp_path, separate_softmax=True)
+    x = torch.randn(1, 19, instance.D, dtype=torch.float64)
+    t, u = np.arange(19)[:, None], np.arange(19)[None, :]
+    v = module.v_proj(x).view(1, 19, 2, -1).transpose(1, 2)
+    out = torch.zeros_like(v)
+    for h in range(2):
+        factors = {n: f[h].detach().numpy() for n, f in module.factors().items()}
+        for level in instance.levels:
+            mask = covers(level, instance.T, t, u) & (u <= t)
+            logits = np.where(mask, x[0].numpy() @ reference.feature_matrix(level, factors) @ x[0].numpy().T, -np.inf)
+            out[0, h] += torch.softmax(torch.from_numpy(logits), dim=-1) @ v[0, h]
+    expected = module.o_proj(out.transpose(1, 2).reshape(1, 19, -1))
+    torch.testing.assert_close(module(x), expected, rtol=1e-9, atol=1e-12)
+    check_decoding(module, x)
