@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from .errors import OptionError
-from .planner import Kind, LevelPlan, Op, Part, Plan, Schedule, Step, Tensor, fresh, plan
+from .planner import Kind, LevelPlan, Part, Plan, Schedule, Step, Tensor, fresh, plan
 from .structure import Instance, Level
 
 LETTERS = "acdefgijklmnopqrsuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # b, h, t are the batch, head and token axes
@@ -132,19 +132,10 @@ def level_code(lp: LevelPlan) -> LevelCode:
             continue
         rendered = letters.step(step)
         (key if letters.side(step) == "k" else query).append(rendered)
-    q_out, k_out = (letters.name(t) for t in map_outputs(schedule))
+    q_out, k_out = (letters.name(t) for t in schedule.map_outputs())
     channels = math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[level.number])
     return LevelCode(level.number, level.written(), level.scale, level.blocks, level.band, channels,
                      tuple(query), tuple(key), q_out, k_out, letters.grid)  # fmt: skip
-
-
-def map_outputs(schedule: Schedule) -> tuple[Tensor, Tensor]:
-    """The query and key maps a feature-map schedule's pairs read (before any band chunking)."""
-    by_op = {step.op: step for step in schedule.steps if step.part is Part.PAIRS}
-    if Op.CHUNK in by_op:
-        return by_op[Op.CHUNK].inputs[0], by_op[Op.WINDOW].inputs[0]
-    q, k = by_op[Op.CONTRACT].inputs
-    return q, k
 
 
 class Letters:

@@ -173,6 +173,15 @@ class Schedule:
     def part_flops(self, *parts: Part) -> int:
         return sum(step.flops for step in self.steps if step.part in parts)
 
+    def map_outputs(self) -> tuple[Tensor, Tensor]:
+        """The query and key maps a one-level feature-map schedule's pairs read (before any band
+        chunking): the tensors the code generator hands to attention."""
+        pairs = {step.op: step for step in self.steps if step.part is Part.PAIRS}
+        if Op.CHUNK in pairs:
+            return pairs[Op.CHUNK].inputs[0], pairs[Op.WINDOW].inputs[0]
+        q, k = pairs[Op.CONTRACT].inputs
+        return q, k
+
     @property
     def largest(self) -> int:
         """Elements of the largest tensor a step writes."""
@@ -561,54 +570,45 @@ def pair_ready(lp: LevelPlan) -> Schedule | None:
     return next((s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS and s.layout is Layout.PAIRS), None)
 
 
+def member_maps(schedule: Schedule, number: int) -> tuple[list[Step], Tensor, Tensor]:
+    """A level's map steps with their names made unique across levels (``q1_3``, index ``i@3``),
+    and the query and key maps its pairs read."""
+    produced = {step.output.name for step in schedule.steps if step.part is not Part.PAIRS}
+
+    def own(tensor: Tensor) -> Tensor:
+        name = f"{tensor.name}_{number}" if tensor.name in produced else tensor.name
+        return Tensor(name, tuple(f"{i}@{number}" for i in tensor.indices))
+
+    steps = [
+        dataclasses.replace(step, inputs=tuple(own(t) for t in step.inputs), output=own(step.output))
+        for step in schedule.steps
+        if step.part is not Part.PAIRS
+    ]
+    q, k = schedule.map_outputs()
+    return steps, own(q), own(k)
+
+
 def concatenated_maps(members: list[tuple[LevelPlan, Schedule]], T: int, batch: int):
     """The members' map steps, then one CONCAT per side into q[n, s, c] and k[n, s, c] (each
-    level's scale folded into its query map). Returns the steps, q, k, the sizes, the offsets."""
+    level's scale folded into its query map). Returns the steps, q, k, the sizes, the channels."""
     steps: list[Step] = []
+    ends: tuple[list[Tensor], list[Tensor]] = ([], [])
     sizes: dict[str, int] = {}
-    ends: dict[Part, list[Tensor]] = {Part.QUERY: [], Part.KEY: []}
     channels = []
     for lp, schedule in members:
         number = lp.level.number
-        renames = {}
-        for step in schedule.steps:
-            if step.part is Part.PAIRS:
-                continue
-            renames[step.output.name] = f"{step.output.name}_{number}"
-            inputs = tuple(Tensor(renames.get(t.name, t.name), t.indices) for t in step.inputs)
-            steps.append(
-                dataclasses.replace(step, inputs=inputs, output=Tensor(renames[step.output.name], step.output.indices))
-            )
-        pair = next(s for s in schedule.steps if s.part is Part.PAIRS)
-        for tensor, part in zip(pair.inputs, (Part.QUERY, Part.KEY)):
-            ends[part].append(Tensor(renames.get(tensor.name, tensor.name), tensor.indices))
+        own_steps, q, k = member_maps(schedule, number)
+        steps += own_steps
+        ends[0].append(q)
+        ends[1].append(k)
         sizes.update({f"{i}@{number}": size for i, size in schedule.sizes.items()})
         channels.append(math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[number]))
-        steps = [_suffix_indices(s, number) if s.level == number else s for s in steps]
     sizes.update({"n": batch, "s": T, "c": sum(channels)})
-    q = Tensor("q", ("n", "s", "c"))
-    k = Tensor("k", ("n", "s", "c"))
+    q, k = Tensor("q", ("n", "s", "c")), Tensor("k", ("n", "s", "c"))
     scales = tuple(lp.level.scale for lp, _ in members)
-    q_ends = [
-        Tensor(t.name, tuple(f"{i}@{lp.level.number}" for i in t.indices))
-        for t, (lp, _) in zip(ends[Part.QUERY], members)
-    ]
-    k_ends = [
-        Tensor(t.name, tuple(f"{i}@{lp.level.number}" for i in t.indices))
-        for t, (lp, _) in zip(ends[Part.KEY], members)
-    ]
-    steps.append(Step(Op.CONCAT, tuple(q_ends), q, 0, Part.QUERY, 0, scales))
-    steps.append(Step(Op.CONCAT, tuple(k_ends), k, 0, Part.KEY, 0, (1.0,) * len(members)))
+    steps.append(Step(Op.CONCAT, tuple(ends[0]), q, 0, Part.QUERY, 0, scales))
+    steps.append(Step(Op.CONCAT, tuple(ends[1]), k, 0, Part.KEY, 0, (1.0,) * len(members)))
     return steps, q, k, sizes, channels
-
-
-def _suffix_indices(step: Step, number: int) -> Step:
-    """A level's step with its index names made unique across levels (``i@3``)."""
-
-    def rename(t: Tensor) -> Tensor:
-        return Tensor(t.name, tuple(i if "@" in i else f"{i}@{number}" for i in t.indices))
-
-    return dataclasses.replace(step, inputs=tuple(rename(t) for t in step.inputs), output=rename(step.output))
 
 
 def _interfaces(members) -> tuple:
