@@ -28,6 +28,7 @@ from .structure import Instance, Level, Operand, Structure
 if TYPE_CHECKING:
     from .analyze import Description
     from .planner import Balanced, Plan
+    from .space import SearchResult
 
 __all__ = [
     "FLOPS",
@@ -47,6 +48,7 @@ __all__ = [
     "generate",
     "load",
     "plan",
+    "search",
 ]
 
 
@@ -101,6 +103,20 @@ def generate(
     return render(
         instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}", research
     )
+
+
+def search(D: int, T: int, heads: int = 1, **options: Any) -> SearchResult:
+    """The family's structures for width D, sequence T and ``heads`` heads within a budget, best first.
+
+    ``options``: ``budget`` (FLOPs of all heads' scores of one sequence; ``2e9`` or ``"2G"``),
+    ``cache_budget`` (KV-cache bytes per token), ``objective`` (``rank``, ``params``,
+    ``rank-per-flop``, ``local-bias``, ``decode``), ``families``, ``include`` (.ein paths), ``top``,
+    ``pareto``, ``limit``, ``max_levels``, ``multi_levels``, ``rank_unit``, ``einsum_grid``,
+    ``ein_dir``, ``progress`` (a callable of done and total). See ``einsearch.space``.
+    """
+    from .space import search as run
+
+    return run(D, T, heads, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -49,6 +49,7 @@ def main() -> None:
       einsearch describe my_structure.ein --json
       einsearch plan mlr --T 1024 --D 512 --B 8
       einsearch check my_structure.ein
+      einsearch search --D 512 --T 1024 --heads 8 --budget 2e9
     """
 
 
@@ -237,6 +238,204 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
         os.replace(handle.name, path)
     except OSError as err:
         fail(f"{path}: cannot write: {err.strerror}")
+
+
+@main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--D", "D", metavar="N", help="Model width (features per token).  [required]")
+@click.option("--T", "T", metavar="N", help="Sequence length.  [required]")
+@click.option("--heads", default="1", show_default=True, metavar="N", help="Heads (must divide D); totals are for all.")
+@click.option("--budget", metavar="FLOPS", help="Most FLOPs of all heads' scores of one sequence (describe's score x "
+              "heads): 2e9, 2G, 1.5T.")  # fmt: skip
+@click.option("--cache-budget", metavar="BYTES", help="Most KV-cache bytes per token (float32, all heads): 64k, 1M.")
+@click.option("--objective", default="rank", show_default=True, help="rank | params | rank-per-flop | local-bias | "
+              "decode (rank: the cut bound; decode: fewest FLOPs per decoded token).")  # fmt: skip
+@click.option("--family", "families", metavar="A,B,...", help="Search only these families (default: all): dense, "
+              "lowrank, monarch, btt, kronecker, tt, swa, global-swa, mlr, bilinear-mlr, multi, einsum.")  # fmt: skip
+@click.option("--include", multiple=True, metavar="FILE", help="Also search a .ein file over its options (repeatable).")
+@click.option("--top", default="20", show_default=True, metavar="N", help="Candidates listed (0: all).")
+@click.option("--pareto", is_flag=True, help="Only candidates no other beats on both FLOPs and the objective.")
+@click.option("--limit", metavar="N", help="Score at most N candidates (stop early).")
+@click.option("--max-levels", default="8", show_default=True, metavar="N", help="Most levels of mlr and bilinear-mlr.")
+@click.option("--multi-levels", default="2", show_default=True, metavar="N",
+              help="Most levels of the general multi-level members.")  # fmt: skip
+@click.option("--rank-unit", metavar="N", help="Step of the MLR rank allocations (default: head dim / 16).")
+@click.option("--einsum-grid", default="2", show_default=True, metavar="N",
+              help="Two-core einsums: exponents in steps of 1/N.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {query, candidates}.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one candidate a row.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the Pareto front as a PNG.")
+@click.option("--ein-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the .ein file of each listed candidate that has no catalog file here.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite the --plot file and --ein-dir files.")
+def search_command(D, T, heads, budget, cache_budget, objective, families, include, top, pareto, limit, max_levels,
+                   multi_levels, rank_unit, einsum_grid, as_json, as_csv, plot, ein_dir, force) -> None:  # fmt: skip
+    """Enumerate the family's structures for width D, sequence T and H heads, keep those within the
+    budget, and rank them by the objective, each with the commands that describe and generate it.
+
+    Every number is describe's, from the same plan: params, FLOPs (2 per multiply-add) and decode
+    FLOPs for all heads, rank as the cut bound of one head, near = share of pair FLOPs within
+    distance T/8, cache = float32 bytes per cached token.
+
+    \b
+    Examples:
+      einsearch search --D 512 --T 1024 --heads 8 --budget 2e9
+      einsearch search --D 1024 --T 8192 --heads 16 --budget 20G --objective local-bias --top 10
+      einsearch search --D 512 --T 1024 --heads 8 --budget 2e9 --pareto --plot front.png
+      einsearch search --D 512 --T 1024 --heads 8 --family btt,mlr --cache-budget 16k --json
+      einsearch search --D 256 --T 1024 --include mine.ein --family mine --csv
+    """
+    import time
+
+    from . import search
+
+    numbers = {}
+    for name, text, required in (("D", D, True), ("T", T, True), ("heads", heads, True), ("top", top, True),
+                                 ("limit", limit, False), ("max-levels", max_levels, True),
+                                 ("multi-levels", multi_levels, True), ("rank-unit", rank_unit, False),
+                                 ("einsum-grid", einsum_grid, True)):  # fmt: skip
+        if text is None:
+            if required:
+                fail(f"--{name} is required (e.g. einsearch search --D 512 --T 1024 --heads 8 --budget 2e9)")
+            numbers[name] = None
+            continue
+        try:
+            numbers[name] = int(text)
+        except ValueError:
+            fail(f"--{name}: expected a whole number, got {text!r}")
+    if as_json and as_csv:
+        fail("--json and --csv print different formats: give one")
+    if plot is not None:
+        check_plot_target(plot, force)
+    if ein_dir is not None and ein_dir.exists() and not ein_dir.is_dir():
+        fail(f"--ein-dir: {ein_dir} is not a directory")
+    if ein_dir is not None and not ein_dir.parent.is_dir():
+        fail(f"--ein-dir: {ein_dir.parent} is not a directory")
+    bar, start = None, time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and time.perf_counter() - start > 0.5:
+            bar = click.progressbar(length=total, label="scoring candidates", file=sys.stderr)
+            bar.__enter__()
+        if bar is not None:
+            bar.update(done - bar.pos)
+
+    try:
+        result = search(numbers["D"], numbers["T"], numbers["heads"], budget=budget, cache_budget=cache_budget,
+                        objective=objective, families=None if families is None else families.split(","),
+                        include=include, top=numbers["top"], pareto=pareto, limit=numbers["limit"],
+                        max_levels=numbers["max-levels"], multi_levels=numbers["multi-levels"],
+                        rank_unit=numbers["rank-unit"], einsum_grid=numbers["einsum-grid"], ein_dir=ein_dir,
+                        progress=progress)  # fmt: skip
+    except EinsearchError as err:
+        fail(str(err))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    files = {Path(c.file): c.ein for c in result.candidates if c.ein is not None} if ein_dir is not None else {}
+    for path, text in files.items():
+        if path.exists() and not force and path.read_text() != text:
+            fail(f"{path} exists with other content; pass --force to overwrite it")
+    if files:
+        ein_dir.mkdir(exist_ok=True)
+        for path, text in files.items():
+            path.write_text(text)
+    if plot is not None:
+        from .space import plot_front
+
+        plot_front(result, plot)
+    if not result.candidates and (as_json or as_csv):
+        click.echo("einsearch: no candidate fits the budget (raise --budget or --cache-budget)", err=True)
+    if as_csv:
+        click.echo(result.csv(), nl=False)
+    else:
+        emit(result.to_dict(), as_json, result.text)
+
+
+@main.group(context_settings={"help_option_names": ["-h", "--help"]})
+def experiment() -> None:
+    """Small training experiments with generated attention modules (they need PyTorch)."""
+
+
+@experiment.command("icr", context_settings=STRUCTURE_OPTIONS)
+@click.option("--structure", required=True, help="Catalog name or .ein file; its options follow (--r 8, --levels 4).")
+@click.option("--d-input", "d", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Input dimension d: N = 2d examples, prompts of 4d tokens (the structure's T).")  # fmt: skip
+@click.option("--D", "width", default=64, show_default=True, type=click.IntRange(min=1), help="Model width.")
+@click.option("--layers", default=4, show_default=True, type=click.IntRange(min=1), help="Pre-LN blocks.")
+@click.option("--heads", default=8, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Prompts per step.")
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="AdamW learning rate at the base width (muP scales it per matrix).")  # fmt: skip
+@click.option("--base-width", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Width at which --lr applies as is (muP's base_fan_in).")  # fmt: skip
+@click.option("--warmup", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the steps of linear warm-up (then cosine decay).")  # fmt: skip
+@click.option("--curriculum", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the steps over which the active input dims grow from 4 to d (0: off).")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data.")
+@click.option("--test-prompts", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Prompts in the fixed test set.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write DIR/results.json.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write error against k as a PNG.")
+@click.option("--force", is_flag=True, help="Overwrite the results file and the plot if they exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layers: int, heads: int, steps: int,
+                   batch: int, lr: float, base_width: int, warmup: float, curriculum: float, seed: int,
+                   test_prompts: int, out: Path | None, plot: Path | None, force: bool, as_json: bool) -> None:  # fmt: skip
+    """Train a small GPT-style model whose attention is STRUCTURE's generated module on in-context
+    linear regression, and report its test error against least squares and the zero predictor.
+
+    Prompts x_1, w.x_1, ..., x_N, w.x_N with x ~ N(0, I/d), a fresh w per prompt, N = 2d; the
+    structure is resolved with T = 4d and D = --D. Seeded and deterministic on the CPU.
+
+    \b
+    Examples:
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
+      einsearch experiment icr --structure btt --heads 1 --D 32 --out runs/btt --plot btt.png
+      einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --json
+    """
+    try:
+        from . import icr
+    except ImportError as err:
+        fail(f"experiment icr needs PyTorch ({err}): pip install torch")
+    if any(arg == "--T" or arg.startswith("--T=") for arg in ctx.args):
+        fail(f"--T: the experiment sets it to the prompt length 4d = {4 * d}; leave it out")
+    try:
+        options = parse_structure_options(ctx.args)
+    except EinsearchError as err:
+        fail(str(err))
+    config = icr.Config(structure=structure, options=options, d=d, width=width, layers=layers, heads=heads,
+                        steps=steps, batch=batch, lr=lr, base_width=base_width, warmup=warmup,
+                        curriculum=curriculum, curriculum_start=min(4, d), seed=seed, test_prompts=test_prompts)  # fmt: skip
+    try:
+        config.check()
+    except ValueError as err:
+        fail(str(err))
+    instance = resolve(structure, [*ctx.args, "--T", str(config.prompt_length), "--D", str(width)])
+    results = None if out is None else out / "results.json"
+    if results is not None:
+        if out.exists() and not out.is_dir():
+            fail(f"--out: {out} is not a directory")
+        if results.exists() and not force:
+            fail(f"{results} exists; pass --force to overwrite it")
+    if plot is not None:
+        check_plot_target(plot, force)
+    try:
+        attention = icr.attention_class(instance, heads)
+    except EinsearchError as err:
+        fail(str(err))
+    with click.progressbar(length=steps, label=f"training {instance.name}", file=sys.stderr,
+                           item_show_func=lambda loss: None if loss is None else f"loss {loss:.4f}") as bar:  # fmt: skip
+        result = icr.train(config, lambda step, loss: bar.update(1, loss), instance=instance, attention=attention)
+    if results is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(results, icr.results_json(result), force)
+    if plot is not None:
+        icr.plot([(f"{instance.name}, {plural(heads, 'head')}", result)], plot)
+    emit(result.to_dict(), as_json, result.text)
 
 
 def check_plot_target(path: Path, force: bool) -> None:

@@ -9,6 +9,7 @@ levels' sequence patterns, never from the structure's name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class LevelCode:
     query_out: str
     key_out: str
     grid: tuple[int, ...] = ()  # x's features viewed as this grid (``x{number}``) when grouped
+    params: int = 0  # of its factors (a factor shared with an earlier level counted there)
 
 
 def template_dir() -> Path:
@@ -210,7 +212,7 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
 
     desc = describe(instance)
     form = form_of(instance, research)
-    levels = [level_code(lp) for lp in chosen.levels]
+    levels = with_params([level_code(lp) for lp in chosen.levels], instance)
     groups = softmax_groups(instance) if research.separate_softmax else []
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
@@ -290,6 +292,17 @@ def reach_expr(level: LevelCode) -> str:
     return f"position // {length} * {length}"
 
 
+def with_params(levels: list[LevelCode], instance: Instance) -> list[LevelCode]:
+    """Each level's parameter count, a factor shared by several levels counted at its first."""
+    seen: set[str] = set()
+    counted = []
+    for code, level in zip(levels, instance.levels):
+        new = [op.name for op in level.factors if op.name not in seen]
+        seen.update(new)
+        counted.append(dataclasses.replace(code, params=sum(math.prod(instance.factor_shapes[n]) for n in new)))
+    return counted
+
+
 def options_of(instance: Instance) -> list[tuple[str, object]]:
     """The structure's options other than T and D, with their values (the module's keyword arguments)."""
     if instance.structure is None:
@@ -310,19 +323,33 @@ def fan_in(instance: Instance, name: str) -> int:
     return min(shared) if shared else math.prod(level.sizes[i] for i in op.indices[:-1]) or 1
 
 
+def reach(blocks: int, band: tuple[int, int] | None, T: int) -> int:
+    """How many of the last keys a level's later queries can still score, at most: all T for a
+    global level, a block of T / p for a block level, hi + 1 for a band (what the cache keeps)."""
+    if band is not None:
+        return min(T, max(0, band[1] + 1))
+    return T // blocks
+
+
+def cache_bytes_per_token(levels, T: int, heads: int, d_model: int) -> int:
+    """Float32 bytes the generated module's decoding cache holds at context T, over T, all heads:
+    each level's key channels for the keys it can still reach, and the values of the longest
+    reach. ``levels``: (blocks, band, channels) of each level."""
+    levels = list(levels)
+    keys = sum(channels * reach(blocks, band, T) for blocks, band, channels in levels)
+    values = max(reach(blocks, band, T) for blocks, band, _ in levels)
+    return -(-4 * (heads * keys + d_model * values) // T)
+
+
 def cache_text(levels: list[LevelCode], T: int, heads: int, D: int) -> str:
     """What the decoding cache keeps, in bytes (float32), for the module docstring."""
-    head = D // heads
-    unbounded = sum(lv.channels for lv in levels if lv.blocks == 1 and lv.band is None)
-    values = head if unbounded else 0
-    window = sum(lv.channels * (T // lv.blocks) for lv in levels if lv.blocks > 1 and lv.band is None)
-    window += sum(lv.channels * (lv.band[1] + 1) for lv in levels if lv.band is not None)
-    lines = f"Decoding cache (float32, per head and sequence): {4 * (unbounded + values)} bytes per cached token"
-    if window:
-        lines += f",\nplus at most {4 * window:,} bytes for the keys of the current blocks and windows"
-        if not unbounded:
-            lines += " (and their values)"
-    return lines + "."
+    per_token = cache_bytes_per_token(((lv.blocks, lv.band, lv.channels) for lv in levels), T, heads, D)
+    return (
+        f"Decoding cache: at a context of {T} tokens it holds {per_token:,} bytes per token (float32, all\n"
+        "heads and levels): each level's keys that later queries can still reach (all of them for a\n"
+        "global level, the current block for a block level, the last hi + 1 for a band) and the values\n"
+        "of the longest of these."
+    )
 
 
 def prefix_channels(levels: list[LevelCode]) -> tuple[int, ...]:
