@@ -50,7 +50,11 @@ class Form(Enum):
 
     FEATURE_MAPS = "feature_maps"  # every level global: one fused attention over concatenated maps
     NESTED = "nested"  # block levels that nest (MLR): per depth, merged by log-sum-exp
-    MASKED = "masked"  # anything else (bands, mixed patterns): the scores, masked, then softmax
+    BAND = "band"  # every level on one band: query chunks against their key windows
+    MASKED = "masked"  # anything else (mixed patterns): the scores, masked, then softmax
+
+
+KERNELS = {Form.NESTED: "nested_attention", Form.BAND: "band_attention"}  # templates/partials/*.py
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,11 @@ def form_of(instance: Instance, research: Research = Research()) -> Form:
         return Form.FEATURE_MAPS
     if research.separate_softmax or research.normalize == "coverage":
         return Form.MASKED
+    if all(lv.band is not None and lv.band == levels[0].band for lv in levels):
+        return Form.BAND
     blocks = sorted(lv.blocks for lv in levels)
     nests = all(b % a == 0 and b > a for a, b in zip(blocks, blocks[1:]))
-    if all(lv.band is None for lv in levels) and nests and instance.T % blocks[-1] == 0:
+    if all(lv.band is None for lv in levels) and nests and len(set(blocks)) == len(blocks):
         return Form.NESTED
     return Form.MASKED
 
@@ -201,8 +207,10 @@ class Letters:
 
 
 def generate(instance: Instance, heads: int = 1, name: str | None = None, command: str = "",
-             research: Research = Research()) -> str:  # fmt: skip
-    """The source of a standalone PyTorch module computing ``instance``'s attention (see the templates)."""
+             research: Research = Research(), form: Form | None = None) -> str:  # fmt: skip
+    """The source of a standalone PyTorch module computing ``instance``'s attention (see the
+    templates). ``form`` overrides the computation form (the benchmark's naive contender is
+    ``Form.MASKED``: every level's T x T logits)."""
     import jinja2
 
     if heads < 1 or instance.D % heads:
@@ -211,7 +219,7 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
     from .analyze import describe
 
     desc = describe(instance)
-    form = form_of(instance, research)
+    form = form or form_of(instance, research)
     levels = with_params([level_code(lp) for lp in chosen.levels], instance)
     groups = softmax_groups(instance) if research.separate_softmax else []
     env = jinja2.Environment(
@@ -239,6 +247,10 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "sdpa_scale": 1.0 if research.normalize == "none" else 1 / len(levels),  # all global: coverage = L
         "cache_text": cache_text(levels, instance.T, heads, instance.D),
     }
+    kernel, imports = kernel_source(form)
+    order = coarse_to_fine(instance)
+    context.update(kernel=kernel, imports=imports, order=order,
+                   blocks_sorted=tuple(instance.levels[n].blocks for n in order))  # fmt: skip
     env.filters["pyrepr"] = pyrepr
     env.filters["pyrepr_list"] = lambda values: pyrepr(tuple(values))
     env.filters["times"] = times
@@ -290,6 +302,25 @@ def reach_expr(level: LevelCode) -> str:
         return "0"
     length = f"(self.block_size // {level.blocks})"
     return f"position // {length} * {length}"
+
+
+def kernel_source(form: Form) -> tuple[str, list[str]]:
+    """A form's attention kernel from ``templates/partials``, to paste into the module: its
+    docstring as comments and its code, and the standard-library imports it needs."""
+    if form not in KERNELS:
+        return "", []
+    text = (template_dir() / "partials" / f"{KERNELS[form]}.py").read_text()
+    _, doc, code = text.split('"""', 2)
+    lines = code.strip("\n").splitlines()
+    imports = [line for line in lines if line.startswith("import ") and not line.startswith("import torch")]
+    body = "\n".join(line for line in lines if not line.startswith(("import ", "from "))).strip("\n")
+    comment = "\n".join(f"# {line}".rstrip() for line in doc.strip().splitlines())
+    return f"{comment}\n\n{body}\n", imports
+
+
+def coarse_to_fine(instance: Instance) -> tuple[int, ...]:
+    """Level positions by block count, coarse first (the nested kernel's channel order)."""
+    return tuple(sorted(range(len(instance.levels)), key=lambda n: instance.levels[n].blocks))
 
 
 def with_params(levels: list[LevelCode], instance: Instance) -> list[LevelCode]:

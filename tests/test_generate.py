@@ -184,15 +184,18 @@ def test_compiles_in_one_graph(name, tmp_path):
 
 @pytest.mark.parametrize("name, options", INSTANCES)
 def test_flop_counter_against_the_plan(name, options, tmp_path):
-    """FlopCounterMode on the forward = the plan's maps (per head, batch B) + the pairs the form
-    computes + softmax x values + the two projections. The pairs differ from the plan's only in
-    the masked form, which scores every level over all T x T pairs (the plan chunks a band)."""
+    """FlopCounterMode on the forward = the plan's maps (per head, B sequences) + the pairs the form
+    computes x (query/key channels + value channels) + the two projections. The pairs differ from
+    the plan's (every covered pair, once) by what each form computes besides: the fused and masked
+    forms multiply all T x T pairs; the nested form the pairs below the diagonal at each depth
+    and every finest block whole (its causal half masked); the band form whole chunk x window
+    rectangles (chunks of the smallest multiple of the band width holding 64 queries)."""
     instance, _, module = build(name, options, tmp_path)
     B, T, D, H = 2, instance.T, instance.D, module.n_heads
     x = torch.randn(B, T, D, dtype=torch.float64)
     with FlopCounterMode(display=False) as counter:
         module(x)
-    maps, channels = 0, 0
+    maps, channels = 0, []
     for lp in plan(instance).levels:  # the maps the module renders: the plan's, for one sequence
         schedule = map_schedule(lp)
         for step in schedule.steps:
@@ -200,13 +203,33 @@ def test_flop_counter_against_the_plan(name, options, tmp_path):
                 maps += B * step.flops  # per token: once per sequence
             elif step.part is Part.FACTORS and is_counted(step, schedule.sizes):
                 maps += step.flops  # factors alone: once per head
-        channels += math.prod(schedule.sizes[i] for i in schedule.interfaces[0][1])
-    pairs = 2 * B * T * T * channels  # every form multiplies all T x T pairs of every level
-    values = 2 * B * T * T * (D // H)
+        channels.append(math.prod(schedule.sizes[i] for i in schedule.interfaces[0][1]))
+    pairs = 2 * B * pair_products(instance, T, channels, D // H)
     projections = 2 * (2 * B * T * D * D)
-    assert counter.get_total_flops() == H * (maps + pairs + values) + projections
-    if form_of(instance) is Form.FEATURE_MAPS:  # there the pairs are exactly the plan's
-        assert pairs == plan(instance, batch=B).part_flops(Part.PAIRS)
+    assert counter.get_total_flops() == H * (maps + pairs) + projections
+    if form_of(instance) is Form.FEATURE_MAPS:  # there the query/key part is exactly the plan's
+        assert 2 * B * T * T * sum(channels) == plan(instance, batch=B).part_flops(Part.PAIRS)
+
+
+def pair_products(instance, T: int, channels: list[int], values: int) -> int:
+    """Multiply-adds of the pair products (logits and probabilities x values) the form computes."""
+    form = form_of(instance)
+    if form is Form.NESTED:
+        levels = sorted(range(len(channels)), key=lambda n: instance.levels[n].blocks)
+        prefix = np.cumsum([channels[n] for n in levels])
+        t, u = np.arange(T)[:, None], np.arange(T)[None, :]
+        depth = sum(covers(instance.levels[n], instance.T, t, u).astype(int) for n in levels)  # levels holding both
+        below = (u < t) & (depth < len(levels))
+        total = sum(int((below & (depth == m)).sum()) * (prefix[m - 1] + values) for m in range(1, len(levels)))
+        finest = instance.T // instance.levels[levels[-1]].blocks
+        sizes = [min(finest, T - start) for start in range(0, T, finest)]
+        return total + sum(s * s for s in sizes) * (prefix[-1] + values)
+    if form is Form.BAND:
+        lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
+        width = hi - lo + 1
+        chunk = min(width * -(-64 // width), T)
+        return -(-T // chunk) * chunk * (chunk + hi - lo) * (sum(channels) + values)
+    return T * T * (sum(channels) + values)
 
 
 def is_counted(step, sizes) -> bool:
@@ -278,3 +301,21 @@ def test_separate_softmaxes_add(tmp_path):
     expected = module.o_proj(out.transpose(1, 2).reshape(1, 19, -1))
     torch.testing.assert_close(module(x), expected, rtol=1e-9, atol=1e-12)
     check_decoding(module, x)
+
+
+@pytest.mark.parametrize("name", ["mlr", "swa"])
+def test_fast_kernels_in_float32(name, tmp_path):
+    """float32 takes the fast path (the CPU flash op per depth for nested blocks): it matches the
+    float64 module, forward and gradients, and compiles in one graph."""
+    instance, _, exact = build(name, CASES[name][0], tmp_path)
+    fast = type(exact)().float()
+    fast.load_state_dict({k: v.float() for k, v in exact.state_dict().items()})
+    x = torch.randn(2, 37, instance.D, dtype=torch.float64)
+    x32 = x.float().requires_grad_()
+    torch.testing.assert_close(fast(x32).double(), exact(x), rtol=1e-4, atol=1e-5)
+    fast(x32).sum().backward()
+    x64 = x.clone().requires_grad_()
+    exact(x64).sum().backward()
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
+    compiled = torch.compile(fast, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x.float()), fast(x.float()), rtol=1e-5, atol=1e-6)

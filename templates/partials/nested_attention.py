@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 # A set of equal token ranges read out of a (BH, T, ...) tensor as one
 # (BH, count, length, ...) view: range g is [start + g*stride + offset, ... + length).
-Blocks = tuple[int, int, int, int, int]  # start, count, stride, offset, length
+_Blocks = tuple[int, int, int, int, int]  # start, count, stride, offset, length
 # One batched attention: query blocks, key blocks, channels scored, causal.
-Group = tuple[Blocks, Blocks, int, bool]
+_Group = tuple[_Blocks, _Blocks, int, bool]
 
 
 def _has_cpu_flash() -> bool:
@@ -39,14 +39,14 @@ def _has_cpu_flash() -> bool:
 _CPU_FLASH = _has_cpu_flash()
 
 
-def _take(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+def _take(x: torch.Tensor, blocks: _Blocks) -> torch.Tensor:
     """The (BH, count, length, ...) view of ``blocks`` in x of shape (BH, T, ...)."""
     start, count, stride, offset, length = blocks
     x = x[:, start : start + count * stride].unflatten(1, (count, stride))
     return x[:, :, offset : offset + length]
 
 
-def _place(x: torch.Tensor, blocks: Blocks, T: int, fill: float) -> torch.Tensor:
+def _place(x: torch.Tensor, blocks: _Blocks, T: int, fill: float) -> torch.Tensor:
     """Inverse of `_take`, out of place: x laid at its positions in a (BH, T, ...) tensor."""
     start, count, stride, offset, length = blocks
     inner = [0, 0] * (x.dim() - 3)  # F.pad lists the last dimension first
@@ -54,7 +54,7 @@ def _place(x: torch.Tensor, blocks: Blocks, T: int, fill: float) -> torch.Tensor
     return F.pad(x, inner + [start, T - start - count * stride], value=fill)
 
 
-def _nested_groups(T: int, prefix: tuple[int, ...], lengths: tuple) -> list[Group]:
+def _nested_groups(T: int, prefix: tuple[int, ...], lengths: tuple) -> list[_Group]:
     """Every pair u <= t of a T-token sequence, as batched attentions, one set per depth.
 
     Within a depth, the queries of all child blocks with the same index inside their
@@ -62,7 +62,7 @@ def _nested_groups(T: int, prefix: tuple[int, ...], lengths: tuple) -> list[Grou
     A partial last parent (T not a multiple of its length, or a global level) adds one
     call per child that it holds.
     """
-    groups: list[Group] = []
+    groups: list[_Group] = []
     n = lengths[-1] or T
     full = T // n
     if full:
@@ -103,8 +103,8 @@ def _with_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 class _NestedFlash(torch.autograd.Function):
     """Forward and backward of every depth through the CPU flash-attention kernels.
 
-    q, k and v share one head size (the caller zero-pads them), as the kernels require;
-    a depth scoring fewer channels gets queries zeroed past them.
+    q, k, v: (BH, T, D), one head size as the kernels require (the caller zero-pads);
+    a depth scoring fewer channels gets its queries zeroed past them.
     """
 
     @staticmethod
@@ -112,17 +112,27 @@ class _NestedFlash(torch.autograd.Function):
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         # Accumulate in at least float32 (the kernels' log-sum-exp is float32 too).
         acc = torch.promote_types(v.dtype, torch.float32)
-        out = torch.zeros(v.shape, dtype=acc, device=v.device)
-        lse = torch.full(v.shape[:2], -math.inf, dtype=acc, device=v.device)
+        out = torch.empty(v.shape, dtype=acc, device=v.device)
+        lse = torch.empty(v.shape[:2], dtype=acc, device=v.device)
         for q_blocks, k_blocks, channels, causal in groups:
-            q_g = _with_channels(_take(q, q_blocks), channels)
             out_g, lse_g = flash(
-                q_g, _take(k, k_blocks), _take(v, k_blocks), 0.0, causal, scale=1.0
+                _with_channels(_take(q, q_blocks), channels),
+                _take(k, k_blocks),
+                _take(v, k_blocks),
+                0.0,
+                causal,
+                scale=1.0,
             )
+            out_view, lse_view = _take(out, q_blocks), _take(lse, q_blocks)
+            if causal:
+                # The finest groups come first and hold every query once: they
+                # start the running output and log-sum-exp.
+                out_view.copy_(out_g)
+                lse_view.copy_(lse_g)
+                continue
             # Merge two softmaxes over disjoint key sets, in place: with weights
             # w = exp(lse_g - lse_new) = sigmoid(lse_g - lse_old) and 1 - w,
             # out = (1 - w) out_old + w out_g, lse_new = log(exp(lse_old) + exp(lse_g)).
-            out_view, lse_view = _take(out, q_blocks), _take(lse, q_blocks)
             weight = torch.sigmoid(lse_g - lse_view).unsqueeze(-1)
             out_view.lerp_(out_g.to(acc), weight)
             lse_view.copy_(torch.logaddexp(lse_view, lse_g))
@@ -137,17 +147,18 @@ class _NestedFlash(torch.autograd.Function):
         # share of the softmax, and the softmax correction rowsum(dO * O) needs the
         # merged output; so the flash backward of each depth, given the merged output
         # and lse of its queries, yields that depth's exact gradient terms.
-        flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+        flash_backward = (
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+        )
         q, k, v, out, lse = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         acc = torch.promote_types(q.dtype, torch.float32)
         grads = [torch.zeros(x.shape, dtype=acc, device=x.device) for x in (q, k, v)]
         grad_q, grad_k, grad_v = grads
         for q_blocks, k_blocks, channels, causal in ctx.groups:
-            q_g = _with_channels(_take(q, q_blocks), channels)
             dq, dk, dv = flash_backward(
                 _take(grad_out, q_blocks),
-                q_g,
+                _with_channels(_take(q, q_blocks), channels),
                 _take(k, k_blocks),
                 _take(v, k_blocks),
                 _take(out, q_blocks),
@@ -168,18 +179,20 @@ def _nested_plain(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    groups: list[Group],
+    groups: list[_Group],
     dropout_p: float,
     training: bool,
 ) -> torch.Tensor:
     """The same groups with matmuls and autograd: any device and dtype, and dropout.
 
-    q, k: (BH, T, C); v: (BH, T, Dv). Scores of one group are held at a time twice
-    (once for the log-sum-exp, once for the output), never a whole T x T matrix.
+    q, k: (BH, T, C); v: (BH, T, Dv). The log-sum-exp of every query comes first,
+    then each group's probabilities exp(s - lse). Autograd keeps every scored pair
+    (the causal half of T x T, per head): this path is for exactness, dropout and
+    devices without the flash kernels, not for long sequences.
     """
     T = q.shape[1]
 
-    def scores(group: Group) -> torch.Tensor:
+    def scores(group: _Group) -> torch.Tensor:
         q_blocks, k_blocks, channels, causal = group
         s = _take(q, q_blocks)[..., :channels] @ _take(k, k_blocks)[..., :channels].mT
         if causal:
@@ -188,15 +201,32 @@ def _nested_plain(
         return s
 
     # Each query's log-sum-exp over all its keys, from every group's row log-sum-exp.
-    partial = [_place(scores(g).logsumexp(-1), g[0], T, -math.inf) for g in groups]
+    logits = [scores(g) for g in groups]
+    partial = [
+        _place(s.logsumexp(-1), g[0], T, -math.inf) for s, g in zip(logits, groups)
+    ]
     lse = torch.stack(partial).logsumexp(0)
     out = 0
-    for group in groups:
+    for s, group in zip(logits, groups):
         q_blocks, k_blocks = group[:2]
-        p = torch.exp(scores(group) - _take(lse, q_blocks).unsqueeze(-1))
+        p = torch.exp(s - _take(lse, q_blocks).unsqueeze(-1))
         p = F.dropout(p, dropout_p, training)
         out = out + _place(p @ _take(v, k_blocks), q_blocks, T, 0.0)
     return out
+
+
+def _nested_flash(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix: tuple, lengths: tuple
+) -> torch.Tensor:
+    """`nested_attention` through the CPU flash kernels (no dropout)."""
+    B, H, T, C = q.shape
+    Dv = v.shape[-1]
+    # The flash kernels need one head size for q, k and v: zero channels change no
+    # logit and zero value channels are sliced off the output.
+    D = max(C, Dv)
+    q, k, v = (_with_width(x, D).reshape(B * H, T, D).contiguous() for x in (q, k, v))
+    out = _NestedFlash.apply(q, k, v, _nested_groups(T, prefix, lengths))
+    return out[..., :Dv].view(B, H, T, Dv)
 
 
 def nested_attention(
@@ -224,11 +254,15 @@ def nested_attention(
     """
     B, H, T, C = q.shape
     Dv = v.shape[-1]
-    if len(prefix) != len(lengths) or prefix[-1] != C:
-        raise ValueError(f"need one prefix per level ending at C={C}, got {prefix}")
-    if any(n is None or n < 1 or (m is not None and m % n) for m, n in zip(lengths, lengths[1:])):
-        raise ValueError(f"each block length must divide the previous one, got {lengths}")
-    groups = _nested_groups(T, tuple(prefix), tuple(lengths))
+    if len(prefix) != len(lengths) or prefix[-1] != C or list(prefix) != sorted(prefix):
+        raise ValueError(f"need one prefix per level, rising to C={C}, got {prefix}")
+    for m, n in enumerate(lengths):
+        parent = lengths[m - 1] if m else None
+        if (n is None and m) or (n is not None and (n < 1 or (parent and parent % n))):
+            raise ValueError(
+                f"need block lengths each dividing the one before, got {lengths}"
+            )
+    prefix, lengths = tuple(prefix), tuple(lengths)
     use_flash = (
         _CPU_FLASH
         and q.device.type == "cpu"
@@ -236,12 +270,12 @@ def nested_attention(
         and not (training and dropout_p > 0)
     )
     if not use_flash:
+        groups = _nested_groups(T, prefix, lengths)
         out = _nested_plain(
-            *(x.reshape(B * H, T, x.shape[-1]) for x in (q, k, v)), groups, dropout_p, training
+            *(x.reshape(B * H, T, x.shape[-1]) for x in (q, k, v)),
+            groups,
+            dropout_p,
+            training,
         )
         return out.view(B, H, T, Dv)
-    # The flash kernels need one head size for q, k and v: zero channels change no
-    # logit and zero value channels are sliced off the output.
-    D = max(C, Dv)
-    q, k, v = (_with_width(x, D).reshape(B * H, T, D).contiguous() for x in (q, k, v))
-    return _NestedFlash.apply(q, k, v, groups)[..., :Dv].view(B, H, T, Dv)
+    return _nested_flash(q, k, v, prefix, lengths)
