@@ -222,6 +222,55 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
+@main.command("bench", context_settings=STRUCTURE_OPTIONS)
+@click.argument("structure")
+@click.option("--heads", default=4, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
+@click.option("--length", type=click.IntRange(min=1), help="Input length. [default: the structure's T]")
+@click.option("--decode-context", type=click.IntRange(min=2), help="Context of the timed decoding step. [default: T]")
+@click.option("--repeat", default=7, show_default=True, type=click.IntRange(min=1), help="Timed runs per contender.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads. [default: torch's]")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float64"]), default="float32", show_default=True)
+@click.option("--no-backward", is_flag=True, help="Skip forward + backward.")
+@click.option("--no-naive", is_flag=True, help="Skip the naive form (a T x T buffer per level).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, length: int | None,
+                  decode_context: int | None, repeat: int, threads: int | None, device: str, dtype: str,
+                  no_backward: bool, no_naive: bool, as_json: bool) -> None:  # fmt: skip
+    """Time STRUCTURE's generated module against standard attention and the naive form.
+
+    Forward (no grad), forward + backward, and one decoded token with a cache, each the median of
+    --repeat runs taken in turn with the other contenders, as ratios to standard attention
+    (q/k/v projections and F.scaled_dot_product_attention) at the same size; with the analyzer's
+    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate.
+
+    \b
+    Examples:
+      einsearch bench mlr --T 2048 --D 256 --heads 4
+      einsearch bench btt --D 256 --T 1024 --no-naive --json
+      einsearch bench swa --T 4096 --window 128 --decode-context 4096
+    """
+    try:
+        import torch
+    except ImportError:
+        fail("bench needs PyTorch: pip install torch (a CPU build is enough)")
+    from .benchmark import bench
+
+    instance = resolve(structure, ctx.args)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        report = bench(instance, heads, batch, length, repeat, decode_context, device, dtype, not no_backward,
+                       not no_naive)  # fmt: skip
+    except EinsearchError as err:
+        fail(str(err))
+    emit(report.to_dict(), as_json, report.text)
+
+
 def write_atomically(path: Path, text: str, force: bool) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder (no half-written file);
     refuse to replace an existing file unless ``force``."""

@@ -1,0 +1,304 @@
+"""Timing generated modules against standard attention and the naive form, in one process.
+
+Ratios measured side by side are what a shared, noisy machine can report honestly: every
+contender runs in turn (round-robin), after a warm-up, and the median of the repeats is kept.
+The contenders, at the same (B, T, d_model, heads):
+
+* ``generated``: the module ``einsearch generate`` writes (its fast form);
+* ``naive``: the same structure with every level's T x T logits built, masked and summed, the way
+  research code computes it;
+* ``sdpa``: standard attention, q/k/v projections then ``F.scaled_dot_product_attention``.
+
+Each is timed on the forward (no grad), forward + backward, and decoding one token at a given
+context with a cache. The analyzer's FLOPs are set beside ``FlopCounterMode``'s count of the
+generated forward, and the achieved FLOP/s beside the machine's measured matmul rate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+from .structure import Instance
+
+PREFILL = 256  # tokens per call when filling a decoding cache (bounds the logits' memory)
+BAND_CHUNK = 64  # the band kernel's least queries per chunk (templates/partials/band_attention.py)
+
+
+class StandardAttention(nn.Module):
+    """Causal multi-head attention with a KV cache: the baseline every ratio is taken against."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def new_cache(self, batch_size: int, max_len: int) -> dict:
+        return {"k": None, "v": None}
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # the new tokens see every cached key and, causally, each other
+            k = k if cache["k"] is None else torch.cat([cache["k"], k], dim=2)
+            v = v if cache["v"] is None else torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+            t = torch.arange(k.shape[2] - T, k.shape[2], device=x.device)[:, None]
+            u = torch.arange(k.shape[2], device=x.device)[None, :]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=u <= t)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+def load_generated(source: str) -> type[nn.Module]:
+    """The attention class of a generated module's source."""
+    folder = Path(tempfile.mkdtemp(prefix="einsearch-"))
+    path = folder / "generated_attention.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"generated_{abs(hash(source))}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return next(v for k, v in vars(module).items() if k.endswith("Attention") and isinstance(v, type))
+
+
+def round_robin(fns: dict[str, Callable[[], object]], repeat: int, sync: Callable[[], None] = lambda: None):
+    """Median seconds of ``repeat`` calls of each function, after a warm-up, taking turns."""
+    for fn in fns.values():
+        fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def matmul_rate(device: str, dtype: torch.dtype, size: int = 1024, repeat: int = 5) -> float:
+    """FLOP/s of a square matrix product on this machine, as measured now."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = round_robin({"mm": lambda: a @ b}, repeat, synchronizer(device))["mm"]
+    return 2 * size**3 / seconds
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One contender's medians (seconds) and its ratios to standard attention."""
+
+    name: str
+    forward: float
+    backward: float | None  # forward + backward
+    decode: float | None  # one token at the decode context
+    forward_ratio: float
+    backward_ratio: float | None
+    decode_ratio: float | None
+
+
+@dataclass(frozen=True)
+class Report:
+    structure: str
+    sizes: dict
+    batch: int
+    length: int
+    heads: int
+    dtype: str
+    device: str
+    threads: int
+    decode_context: int
+    rows: list[Row]
+    predicted_flops: int  # the analyzer: all heads' scores and maps, plus softmax x values and projections
+    counted_flops: int  # FlopCounterMode on the generated forward
+    achieved: float  # counted FLOPs over the generated forward's median time
+    matmul: float  # the machine's measured matmul FLOP/s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        def ms(seconds):
+            return "-" if seconds is None else f"{1e3 * seconds:.2f}"
+
+        def x(ratio):
+            return "-" if ratio is None else f"{ratio:.2f}x"
+
+        lines = [
+            f"{self.structure}: B={self.batch} T={self.length} heads={self.heads} {self.dtype} on {self.device} "
+            f"({self.threads} threads); medians, round-robin; ratios to standard attention (sdpa)",
+            "",
+            f"{'module':<10} {'forward ms':>11} {'ratio':>7} {'fwd+bwd ms':>11} {'ratio':>7} "
+            f"{'decode ms':>10} {'ratio':>7}   (decode: one token at context {self.decode_context})",
+        ]
+        for r in self.rows:
+            lines.append(f"{r.name:<10} {ms(r.forward):>11} {x(r.forward_ratio):>7} {ms(r.backward):>11} "
+                         f"{x(r.backward_ratio):>7} {ms(r.decode):>10} {x(r.decode_ratio):>7}")  # fmt: skip
+        off = self.counted_flops / self.predicted_flops - 1 if self.predicted_flops else 0.0
+        lines += [
+            "",
+            f"FLOPs of the generated forward: predicted {self.predicted_flops:,}, FlopCounterMode "
+            f"{self.counted_flops:,} ({off:+.1%})",
+            f"achieved {self.achieved / 1e9:.1f} GFLOP/s against a measured matmul rate of "
+            f"{self.matmul / 1e9:.1f} GFLOP/s ({self.achieved / self.matmul:.0%})",
+        ]
+        return "\n".join(lines)
+
+
+def predicted_flops(instance: Instance, batch: int, length: int, heads: int, padded: bool = False) -> int:
+    """The analyzer's count of the generated forward at input length ``length`` (a multiple of the
+    block counts): the plan's maps, the pair products the module's form computes (logits and
+    probabilities x values), and the value and output projections. ``padded``: the nested form
+    runs the CPU flash kernel, which takes query/key and value channels zero-padded to one size."""
+    from .codegen import map_schedule
+    from .planner import Part, plan
+
+    maps, channels = 0, []
+    for lp in plan(instance).levels:
+        schedule = map_schedule(lp)
+        per_token = sum(s.flops for s in schedule.steps if s.part in (Part.QUERY, Part.KEY)) // instance.T
+        maps += batch * length * per_token + sum(s.flops for s in schedule.steps if s.part is Part.FACTORS)
+        channels.append(math.prod(schedule.sizes[i] for i in schedule.interfaces[0][1]))
+    D = instance.D
+    pairs = 2 * batch * form_pair_products(instance, length, channels, D // heads, padded)
+    return heads * (maps + pairs) + 2 * (2 * batch * length * D * D)
+
+
+def form_pair_products(instance: Instance, T: int, channels: list[int], values: int, padded: bool = False) -> int:
+    """Multiply-adds of one head's pair products in the generated module's form, closed form:
+    all T x T pairs for the fused and masked forms (FlopCounterMode counts a causal kernel whole);
+    for nested blocks, the pairs below the diagonal at each depth and every finest block whole;
+    for a band, the kernel's chunk x window rectangles."""
+    from .codegen import Form, form_of
+
+    form = form_of(instance)
+    if form is Form.NESTED:
+        order = sorted(range(len(channels)), key=lambda n: instance.levels[n].blocks)
+        blocks = [instance.levels[n].blocks * T // instance.T for n in order]  # block counts at length T
+        total, prefix = 0, 0
+        for m, n in enumerate(order):
+            prefix += channels[n]
+            width = 2 * max(prefix, values) if padded else prefix + values
+            if m + 1 < len(order):  # pairs in one level-m block but different level-(m+1) blocks, u < t
+                total += (T * T // blocks[m] - T * T // blocks[m + 1]) // 2 * width
+        return total + T * T // blocks[-1] * width
+    if form is Form.BAND:
+        lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
+        width = hi - lo + 1
+        chunk = min(width * -(-BAND_CHUNK // width), T)
+        return -(-T // chunk) * chunk * (chunk + hi - lo) * (sum(channels) + values)
+    return T * T * (sum(channels) + values)
+
+
+def bench(
+    instance: Instance,
+    heads: int = 4,
+    batch: int = 1,
+    length: int | None = None,
+    repeat: int = 7,
+    decode_context: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    backward: bool = True,
+    naive: bool = True,
+) -> Report:
+    """Times the generated module against standard attention (and the naive form) at one size."""
+    from .codegen import Form, generate
+
+    torch.manual_seed(0)
+    T = length or instance.T
+    context = decode_context or T
+    kind = getattr(torch, dtype)
+    sync = synchronizer(device)
+    contenders = {"generated": load_generated(generate(instance, heads))(instance.D, heads)}
+    if naive:
+        contenders["naive"] = load_generated(generate(instance, heads, form=Form.MASKED))(instance.D, heads)
+    contenders["sdpa"] = StandardAttention(instance.D, heads)
+    for module in contenders.values():
+        module.to(device=device, dtype=kind)
+    x = torch.randn(batch, T, instance.D, device=device, dtype=kind)
+
+    with torch.no_grad():
+        forward = round_robin({n: (lambda m=m: m(x)) for n, m in contenders.items()}, repeat, sync)
+    both = {}
+    if backward:
+        leaf = x.clone().requires_grad_()
+        both = round_robin({n: (lambda m=m: m(leaf).sum().backward()) for n, m in contenders.items()}, repeat, sync)
+    decode = decode_times(contenders, batch, context, instance.D, device, kind, repeat, sync)
+    count_cpu_flash()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        contenders["generated"](x)
+    counted = counter.get_total_flops()
+    padded = device == "cpu" and kind != torch.float64 and hasattr(torch.ops.aten, CPU_FLASH)
+    base = {"forward": forward["sdpa"], "backward": both.get("sdpa"), "decode": decode.get("sdpa")}
+    rows = [
+        Row(name, forward[name], both.get(name), decode.get(name), forward[name] / base["forward"],
+            ratio(both.get(name), base["backward"]), ratio(decode.get(name), base["decode"]))
+        for name in contenders
+    ]  # fmt: skip
+    predicted = predicted_flops(instance, batch, T, heads, padded)
+    return Report(instance.name, dict(instance.values), batch, T, heads, dtype, device, torch.get_num_threads(),
+                  context, rows, predicted, counted, counted / forward["generated"], matmul_rate(device, kind))  # fmt: skip
+
+
+CPU_FLASH = "_scaled_dot_product_flash_attention_for_cpu"
+
+
+def count_cpu_flash() -> None:
+    """FlopCounterMode has no formula for PyTorch's CPU flash-attention op (it counts 0): give it the
+    one it uses for the other fused attention kernels (2 x q.k and p.v multiply-adds, mask ignored)."""
+    op = getattr(torch.ops.aten, CPU_FLASH, None)
+    if op is None or op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def decode_times(contenders, batch, context, D, device, dtype, repeat, sync) -> dict[str, float]:
+    """Seconds to decode one token after ``context`` - 1 cached ones, per contender (no grad)."""
+    prompt = torch.randn(batch, context, D, device=device, dtype=dtype)
+    times = {}
+    with torch.no_grad():
+        for name, module in contenders.items():
+            if name == "naive":  # the research form has no cache: it recomputes the whole sequence
+                continue
+            caches = []
+            for _ in range(repeat + 1):  # one filled cache per timed call (a call appends to it)
+                cache = module.new_cache(batch, context)
+                for start in range(0, context - 1, PREFILL):
+                    module(prompt[:, start : min(start + PREFILL, context - 1)], cache=cache)
+                caches.append(cache)
+            pending = iter(caches)
+
+            def step(module=module, pending=pending):
+                return module(prompt[:, -1:], cache=next(pending))
+
+            times[name] = round_robin({name: step}, repeat, sync)[name]
+    return times
