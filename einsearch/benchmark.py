@@ -258,8 +258,9 @@ def bench(
         for name in contenders
     ]  # fmt: skip
     predicted = predicted_flops(instance, batch, T, heads, padded)
+    achieved = counted / forward["generated"]
     return Report(instance.name, dict(instance.values), batch, T, heads, dtype, device, torch.get_num_threads(),
-                  context, rows, predicted, counted, counted / forward["generated"], matmul_rate(device, kind))  # fmt: skip
+                  context, rows, predicted, counted, achieved, matmul_rate(device, kind))  # fmt: skip
 
 
 CPU_FLASH = "_scaled_dot_product_flash_attention_for_cpu"
