@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from .errors import OptionError
-from .planner import Kind, LevelPlan, Part, Plan, Schedule, Step, Tensor, fresh, plan
+from .planner import Kind, LevelPlan, Part, Schedule, Step, Tensor, fresh
 from .structure import Instance, Level
 
 LETTERS = "acdefgijklmnopqrsuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # b, h, t are the batch, head and token axes
@@ -118,8 +118,8 @@ def form_of(instance: Instance, research: Research = Research()) -> Form:
     if all(lv.band is not None and lv.band == levels[0].band for lv in levels):
         return Form.BAND
     blocks = sorted(lv.blocks for lv in levels)
-    nests = all(b % a == 0 and b > a for a, b in zip(blocks, blocks[1:]))
-    if all(lv.band is None for lv in levels) and nests and len(set(blocks)) == len(blocks):
+    nests = all(b % a == 0 and b > a for a, b in zip(blocks, blocks[1:]))  # distinct, each dividing the next
+    if all(lv.band is None for lv in levels) and nests:
         return Form.NESTED
     return Form.MASKED
 
@@ -152,8 +152,7 @@ class Letters:
     def __init__(self, level: Level, schedule: Schedule) -> None:
         self.level = level
         self.schedule = schedule
-        self.sequence = set(level.query.axes[0]) | set(level.key.axes[0]) | {i for i, _ in schedule.renamed}
-        self.sequence |= {new for _, new in schedule.renamed}
+        self.sequence = {*level.query.axes[0], *level.key.axes[0], *(new for _, new in schedule.renamed)}
         self.batch = fresh("n", level.sizes)
         names = [i for i in level.sizes if i not in self.sequence]
         if len(names) > len(LETTERS):
@@ -213,12 +212,12 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
     ``Form.MASKED``: every level's T x T logits)."""
     import jinja2
 
-    if heads < 1 or instance.D % heads:
-        raise OptionError("heads", f"must divide d_model = {instance.D}, got {heads}")
-    chosen: Plan = plan(instance)
     from .analyze import describe
 
+    if heads < 1 or instance.D % heads:
+        raise OptionError("heads", f"must divide d_model = {instance.D}, got {heads}")
     desc = describe(instance)
+    chosen = desc.plan
     form = form or form_of(instance, research)
     levels = with_params([level_code(lp) for lp in chosen.levels], instance)
     groups = softmax_groups(instance) if research.separate_softmax else []
@@ -240,7 +239,6 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "options": options_of(instance),
         "command": command,
         "prefix": prefix_channels(levels),
-        "lengths": block_lengths(instance),
         "block_counts": sorted({lv.blocks for lv in instance.levels if lv.blocks > 1}),
         "research": research,
         "groups": groups if len(groups) > 1 else [],
@@ -390,10 +388,3 @@ def prefix_channels(levels: list[LevelCode]) -> tuple[int, ...]:
         total += level.channels
         prefix.append(total)
     return tuple(prefix)
-
-
-def block_lengths(instance: Instance) -> tuple[int | None, ...]:
-    """Block length of each level, coarse to fine, at the generated block size (None: global)."""
-    return tuple(
-        None if lv.blocks == 1 else instance.T // lv.blocks for lv in sorted(instance.levels, key=lambda lv: lv.blocks)
-    )
