@@ -107,9 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, float32, B=1 H=4 head dim 64"
-    )
+    print(f"torch {torch.__version__}, {args.threads} threads, float32, B=1 H=4 head dim 64")
     nested = load("nested_attention")
     for T, block_size in ((2048, 2048), (4096, 4096), (4096, 2048)):
         mlr_case(nested, T, block_size, args.repeats)

@@ -171,11 +171,19 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
-@click.option("--normalize", type=click.Choice(["none", "levels", "coverage"]), default="none", show_default=True,
-              help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.")
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "levels", "coverage"]),
+    default="none",
+    show_default=True,
+    help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.",
+)
 @click.option("--qk-norm", is_flag=True, help="Per-head LayerNorm on the query and key channels.")
-@click.option("--separate-softmax", is_flag=True,
-              help="One softmax per sequence pattern, outputs added (the research form of global + window).")
+@click.option(
+    "--separate-softmax",
+    is_flag=True,
+    help="One softmax per sequence pattern, outputs added (the research form of global + window).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
 def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,
@@ -415,7 +423,7 @@ def experiment() -> None:
 @click.option("--heads", default=8, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Prompts per step.")
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="AdamW learning rate at the base width (muP scales it per matrix).")  # fmt: skip
 @click.option("--base-width", default=32, show_default=True, type=click.IntRange(min=1),
               help="Width at which --lr applies as is (muP's base_fan_in).")  # fmt: skip
@@ -423,7 +431,11 @@ def experiment() -> None:
               help="Fraction of the steps of linear warm-up (then cosine decay).")  # fmt: skip
 @click.option("--curriculum", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Fraction of the steps over which the active input dims grow from 4 to d (0: off).")  # fmt: skip
+@click.option("--encoding", type=click.Choice(["paired", "interleaved"]), default="paired", show_default=True,
+              help="y tokens [x, y] (paired) or [0, y] (interleaved, the research code's; slow to learn).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Torch threads (the models are small: more rarely pay).")  # fmt: skip
 @click.option("--test-prompts", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Prompts in the fixed test set.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write DIR/results.json.")
@@ -432,13 +444,16 @@ def experiment() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layers: int, heads: int, steps: int,
-                   batch: int, lr: float, base_width: int, warmup: float, curriculum: float, seed: int,
-                   test_prompts: int, out: Path | None, plot: Path | None, force: bool, as_json: bool) -> None:  # fmt: skip
+                   batch: int, lr: float, base_width: int, warmup: float, curriculum: float, encoding: str,
+                   seed: int, threads: int, test_prompts: int, out: Path | None, plot: Path | None, force: bool,
+                   as_json: bool) -> None:  # fmt: skip
     """Train a small GPT-style model whose attention is STRUCTURE's generated module on in-context
     linear regression, and report its test error against least squares and the zero predictor.
 
     Prompts x_1, w.x_1, ..., x_N, w.x_N with x ~ N(0, I/d), a fresh w per prompt, N = 2d; the
-    structure is resolved with T = 4d and D = --D. Seeded and deterministic on the CPU.
+    structure is resolved with T = 4d and D = --D, so its blocks must fit T (mlr: T a multiple of
+    2^(levels - 1)). Seeded and deterministic on the CPU. See README, "Experiment: in-context
+    regression".
 
     \b
     Examples:
@@ -458,7 +473,8 @@ def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layer
         fail(str(err))
     config = icr.Config(structure=structure, options=options, d=d, width=width, layers=layers, heads=heads,
                         steps=steps, batch=batch, lr=lr, base_width=base_width, warmup=warmup,
-                        curriculum=curriculum, curriculum_start=min(4, d), seed=seed, test_prompts=test_prompts)  # fmt: skip
+                        curriculum=curriculum, curriculum_start=min(4, d), encoding=encoding, seed=seed,
+                        threads=threads, test_prompts=test_prompts)  # fmt: skip
     try:
         config.check()
     except ValueError as err:
@@ -476,14 +492,19 @@ def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layer
         attention = icr.attention_class(instance, heads)
     except EinsearchError as err:
         fail(str(err))
-    with click.progressbar(length=steps, label=f"training {instance.name}", file=sys.stderr,
-                           item_show_func=lambda loss: None if loss is None else f"loss {loss:.4f}") as bar:  # fmt: skip
-        result = icr.train(config, lambda step, loss: bar.update(1, loss), instance=instance, attention=attention)
+    show = lambda loss: None if loss is None else f"loss {loss:.4f}"  # noqa: E731
+    label = f"training {instance.name}"
+    with click.progressbar(length=steps, label=label, file=sys.stderr, item_show_func=show) as bar:
+        try:
+            result = icr.train(config, lambda step, loss: bar.update(1, loss), instance=instance, attention=attention)
+        except FloatingPointError as err:
+            fail(f"{err}; try a smaller --lr")
     if results is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(results, icr.results_json(result), force)
     if plot is not None:
-        icr.plot([(f"{instance.name}, {plural(heads, 'head')}", result)], plot)
+        title = f"in-context regression, d = {d}, D = {width}"
+        icr.plot({title: [(f"{instance.name}, {plural(heads, 'head')}", result)]}, plot)
     emit(result.to_dict(), as_json, result.text)
 
 
