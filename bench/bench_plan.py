@@ -14,13 +14,11 @@ chosen, and would only exhaust memory).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 from einsearch import catalog
+from einsearch.benchmark import round_robin
 from einsearch.interpret import run
 from einsearch.planner import plan
 
@@ -39,22 +37,6 @@ CASES = [
 TOLERANCE = 1.15
 
 
-def timed(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median seconds of ``repeat`` calls of each function after one warm-up.
-
-    The calls go round-robin, so a slow spell of a shared machine hits every candidate alike.
-    """
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def bench_case(name: str, options: dict, batch: int, repeat: int, max_elements: int) -> list[dict]:
     """One row per level: the chosen schedule's time against the fastest candidate's."""
     instance = catalog.find(name).resolve(options)
@@ -64,7 +46,7 @@ def bench_case(name: str, options: dict, batch: int, repeat: int, max_elements: 
     rows = []
     for lp in plan(instance, batch).levels:
         runnable = [s for s in lp.candidates if s.largest <= max_elements]
-        times = timed({s.name: lambda s=s: run(s, x, factors) for s in runnable}, repeat)
+        times = round_robin({s.name: lambda s=s: run(s, x, factors) for s in runnable}, repeat)
         fastest = min(times, key=times.get)
         chosen = times[lp.chosen.name]
         estimates = {s.name: s.estimate for s in runnable}

@@ -12,13 +12,18 @@ from .structure import Structure, load
 SUFFIX = ".ein"
 
 
-def catalog_dir() -> Path:
-    """The catalog shipped inside the wheel, or the repository's top-level one in a checkout."""
+def shipped_dir(name: str) -> Path:
+    """A data folder (``catalog``, ``templates``) shipped inside the wheel, or the repository's
+    top-level one in a checkout."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "catalog", here.parent / "catalog"):
+    for candidate in (here / name, here.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError("the einsearch catalog is missing from this installation")
+    raise FileNotFoundError(f"the einsearch {name} folder is missing from this installation")
+
+
+def catalog_dir() -> Path:
+    return shipped_dir("catalog")
 
 
 def names() -> list[str]:

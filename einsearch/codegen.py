@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from .catalog import shipped_dir
 from .errors import OptionError
 from .planner import Kind, LevelPlan, Part, Schedule, Step, Tensor, fresh
 from .structure import Instance, Level
@@ -85,12 +86,7 @@ class LevelCode:
 
 
 def template_dir() -> Path:
-    """The templates shipped inside the wheel, or the repository's top-level ones in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("the einsearch templates are missing from this installation")
+    return shipped_dir("templates")
 
 
 def class_name(structure: str) -> str:
@@ -288,7 +284,7 @@ def cover_expr(level: LevelCode) -> str:
         return f"(t - u >= {level.band[0]}) & (t - u <= {level.band[1]})"
     if level.blocks == 1:
         return "everywhere"
-    length = f"(self.block_size // {level.blocks})"
+    length = block_length(level)
     return f"t // {length} == u // {length}"
 
 
@@ -298,8 +294,13 @@ def reach_expr(level: LevelCode) -> str:
         return f"max(0, position - {level.band[1]})"
     if level.blocks == 1:
         return "0"
-    length = f"(self.block_size // {level.blocks})"
+    length = block_length(level)
     return f"position // {length} * {length}"
+
+
+def block_length(level: LevelCode) -> str:
+    """A block level's block length in the module: fixed by ``block_size``, not the input."""
+    return f"(self.block_size // {level.blocks})"
 
 
 def kernel_source(form: Form) -> tuple[str, list[str]]:
@@ -374,7 +375,7 @@ def cache_text(levels: list[LevelCode], T: int, heads: int, D: int) -> str:
     """What the decoding cache keeps, in bytes (float32), for the module docstring."""
     per_token = cache_bytes_per_token(((lv.blocks, lv.band, lv.channels) for lv in levels), T, heads, D)
     return (
-        f"Decoding cache: at a context of {T} tokens it holds {per_token:,} bytes per token (float32, all\n"
+        f"Decoding cache: at most {per_token:,} bytes per token of a {T}-token context (float32, all\n"
         "heads and levels): each level's keys that later queries can still reach (all of them for a\n"
         "global level, the current block for a block level, the last hi + 1 for a band) and the values\n"
         "of the longest of these."

@@ -562,6 +562,12 @@ class GlobalSwa(Family):
                 space.cost(("band", rw, w), lambda: _lowrank(space, rw, (0, w)))]  # fmt: skip
 
 
+def _split_sizes(space: Space, a: int) -> dict[str, int]:
+    """The index sizes of a two-core structure on the split D = a x (D / a)."""
+    T, D = space.T, space.D
+    return {"t": T, "u": T, "i1": a, "j1": a, "i2": D // a, "j2": D // a}
+
+
 class Btt(Family):
     name = "btt"
 
@@ -571,35 +577,28 @@ class Btt(Family):
 
     def costs(self, space, spec):
         (_, a), (_, s) = spec
-        D, T = space.D, space.T
-        sizes = {"t": T, "u": T, "i1": a, "j1": a, "i2": D // a, "j2": D // a, "k": s}
-        return [space.cost(("btt", a, s), lambda: make_level(BTT, sizes))]
+        return [space.cost(("btt", a, s), lambda: make_level(BTT, {**_split_sizes(space, a), "k": s}))]
 
 
-class Monarch(Family):
-    name = "monarch"
+class Split(Family):
+    """A structure over the splits of D alone (Monarch, Kronecker): ``name`` and its ``einsum``."""
 
-    def specs(self, space):
-        return [(("a", a),) for a in space.splits]
-
-    def costs(self, space, spec):
-        ((_, a),) = spec
-        D, T = space.D, space.T
-        sizes = {"t": T, "u": T, "i1": a, "j1": a, "i2": D // a, "j2": D // a}
-        return [space.cost(("monarch", a), lambda: make_level(MONARCH, sizes))]
-
-
-class Kronecker(Family):
-    name = "kronecker"
+    einsum = ""
 
     def specs(self, space):
         return [(("a", a),) for a in space.splits]
 
     def costs(self, space, spec):
         ((_, a),) = spec
-        D, T = space.D, space.T
-        sizes = {"t": T, "u": T, "i1": a, "j1": a, "i2": D // a, "j2": D // a}
-        return [space.cost(("kronecker", a), lambda: make_level(KRONECKER, sizes))]
+        return [space.cost((self.name, a), lambda: make_level(self.einsum, _split_sizes(space, a)))]
+
+
+class Monarch(Split):
+    name, einsum = "monarch", MONARCH
+
+
+class Kronecker(Split):
+    name, einsum = "kronecker", KRONECKER
 
 
 TT_RANKS = (1, 2, 4)  # TT-ranks tried for the three-core train (each level planned apart: the costliest to plan)

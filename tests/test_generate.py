@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -319,3 +320,21 @@ def test_fast_kernels_in_float32(name, tmp_path):
     torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
     compiled = torch.compile(fast, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x.float()), fast(x.float()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mlr", "swa", "global-swa", "lowrank"])
+def test_cache_size_in_the_docstring(name, tmp_path):
+    """The docstring's bytes per token bound what the decoding cache really holds at every context up
+    to block_size, and miss it by at most one key per level and one value (the bound counts whole
+    blocks and windows; at most len - 1 keys of a block are ever kept)."""
+    instance, source, module = build(name, CASES[name][0], tmp_path)
+    T, D, H = instance.T, instance.D, module.n_heads
+    printed = int(re.search(r"at most ([\d,]+) bytes per token", source).group(1).replace(",", ""))
+    x = torch.randn(1, T, D, dtype=torch.float64)
+    channels = sum(q.shape[-1] for q, _ in module.level_maps(x[:, :1]))
+    cache, most = module.new_cache(1, T), 0
+    for t in range(T):
+        module(x[:, t : t + 1], cache=cache)
+        held = sum(k.numel() for k in cache["keys"]) + cache["v"].numel()
+        most = max(most, held)
+    assert 4 * most <= printed * T < 4 * (most + H * channels + D) + T  # T: the bound is rounded up per token
