@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from einsearch.benchmark import StandardAttention, load_generated, round_robin
+from einsearch.benchmark import StandardAttention, round_robin
+from einsearch.codegen import attention_class
 
 
 def heads_of(source: str) -> int:
@@ -44,7 +45,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for path in args.modules:
         source = path.read_text()
-        cls = load_generated(source)
+        cls = attention_class(source)
         heads = heads_of(source)
         D = int(re.search(r"d_model: int = (\d+)", source).group(1))
         error = exactness(cls, heads, D)

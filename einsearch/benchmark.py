@@ -16,15 +16,11 @@ generated forward, and the achieved FLOP/s beside the machine's measured matmul 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -63,18 +59,6 @@ class StandardAttention(nn.Module):
             u = torch.arange(k.shape[2], device=x.device)[None, :]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=u <= t)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
-
-
-def load_generated(source: str) -> type[nn.Module]:
-    """The attention class of a generated module's source."""
-    folder = Path(tempfile.mkdtemp(prefix="einsearch-"))
-    path = folder / "generated_attention.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"generated_{abs(hash(source))}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return next(v for k, v in vars(module).items() if k.endswith("Attention") and isinstance(v, type))
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeat: int, sync: Callable[[], None] = lambda: None):
@@ -223,16 +207,16 @@ def bench(
     naive: bool = True,
 ) -> Report:
     """Times the generated module against standard attention (and the naive form) at one size."""
-    from .codegen import Form, generate
+    from .codegen import Form, attention_class, generate
 
     torch.manual_seed(0)
     T = length or instance.T
     context = decode_context or T
     kind = getattr(torch, dtype)
     sync = synchronizer(device)
-    contenders = {"generated": load_generated(generate(instance, heads))(instance.D, heads)}
+    contenders = {"generated": attention_class(generate(instance, heads))(instance.D, heads)}
     if naive:
-        contenders["naive"] = load_generated(generate(instance, heads, form=Form.MASKED))(instance.D, heads)
+        contenders["naive"] = attention_class(generate(instance, heads, form=Form.MASKED))(instance.D, heads)
     contenders["sdpa"] = StandardAttention(instance.D, heads)
     for module in contenders.values():
         module.to(device=device, dtype=kind)

@@ -10,8 +10,10 @@ levels' sequence patterns, never from the structure's name.
 from __future__ import annotations
 
 import dataclasses
+import linecache
 import math
 import re
+import types
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -83,6 +85,23 @@ class LevelCode:
     key_out: str
     grid: tuple[int, ...] = ()  # x's features viewed as this grid (``x{number}``) when grouped
     params: int = 0  # of its factors (a factor shared with an earlier level counted there)
+
+
+def compile_module(source: str, label: str = "generated") -> types.ModuleType:
+    """A generated module's source executed into a fresh module object: the one loader of generated
+    code (its source is registered with linecache, so tracebacks and ``inspect`` show its lines)."""
+    filename = f"<einsearch {label} {abs(hash(source)):x}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    module = types.ModuleType(f"einsearch_generated_{abs(hash(source)):x}")
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module
+
+
+def attention_class(source: str) -> type:
+    """The attention class of a generated module's source (the one class it defines)."""
+    module = compile_module(source)
+    return next(v for k, v in vars(module).items() if k.endswith("Attention") and isinstance(v, type))
 
 
 def template_dir() -> Path:

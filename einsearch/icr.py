@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import linecache
 import math
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -197,18 +195,11 @@ def resolve(structure: str, options: dict[str, Any], config: Config) -> Instance
 
 
 def attention_class(instance: Instance, heads: int) -> type[nn.Module]:
-    """The class of the module ``einsearch.generate`` writes for ``instance``, executed into a
-    fresh module object (its source registered with linecache, so tracebacks show it)."""
+    """The class of the module ``einsearch.generate`` writes for ``instance``."""
     from . import generate
-    from .codegen import class_name
+    from .codegen import attention_class as loaded
 
-    source = generate(instance, heads=heads)
-    name = class_name(instance.name)
-    filename = f"<einsearch generate {instance.name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    module = types.ModuleType(f"einsearch_generated_{name}")
-    exec(compile(source, filename, "exec"), module.__dict__)
-    return getattr(module, name)
+    return loaded(generate(instance, heads=heads))
 
 
 class Block(nn.Module):

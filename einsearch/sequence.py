@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .runtime.tiling import Pattern, covers
+
 INT64_SAFE_T = 1 << 30  # up to this T every intermediate count fits in int64 (about 2 T^2 at most)
 MASK_LIMIT = 1 << 15  # the largest T ``mask`` builds (T^2 booleans)
 
@@ -37,16 +39,16 @@ class SequencePattern:
             raise ValueError(f"T = {T} does not split into {self.blocks} equal blocks")
         return T // self.blocks
 
+    def at(self, T: int) -> Pattern:
+        """The run-time pattern in a T-token sequence: blocks of T / blocks tokens (the rule
+        itself lives in ``runtime.tiling``, which generated modules carry)."""
+        length = None if self.blocks == 1 else self.block_size(T)
+        lo, hi = self.band if self.band is not None else (None, None)
+        return Pattern(length, lo, hi)
+
     def covers(self, T: int, t, u):
         """Whether the pair (t, u) is scored: ints give a bool, arrays (numpy or torch) broadcast."""
-        block = self.block_size(T)
-        covered = (t >= 0) & (t < T) & (u >= 0) & (u < T)
-        if self.blocks > 1:
-            covered = covered & (t // block == u // block)
-        if self.band is not None:
-            gap = t - u
-            covered = covered & (gap >= self.band[0]) & (gap <= self.band[1])
-        return covered
+        return (t < T) & (u < T) & covers(self.at(T), t, u)
 
     def mask(self, T: int):
         """The T x T boolean numpy array of ``covers`` (for small T only)."""
