@@ -41,3 +41,11 @@ def reach(pattern: Pattern, position: int) -> int:
     length, _, hi = pattern
     first = 0 if length is None else position // length * length
     return first if hi is None else max(first, position - hi)
+
+
+def span(pattern: Pattern) -> "int | None":
+    """The most keys a decoding cache keeps for this level: those from ``reach`` up to the newest
+    token (a block's length, hi + 1 for a band, the smaller when both; ``None``: all of them)."""
+    length, _, hi = pattern
+    spans = [s for s in (length, None if hi is None else hi + 1) if s is not None]
+    return min(spans) if spans else None
