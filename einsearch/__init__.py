@@ -88,20 +88,18 @@ def generate(
     heads: int = 1,
     class_name: str | None = None,
     command: str = "",
-    *,
-    normalize: str = "none",
-    qk_norm: bool = False,
-    separate_softmax: bool = False,
+    **research: Any,
 ) -> str:
     """The source of a standalone PyTorch attention module for ``instance`` (``command``: how to
     regenerate it, quoted in its docstring). The keyword options are the research code's
-    (``einsearch generate --help``)."""
+    parameterisations (``einsearch.codegen.Research``: normalize, qk_norm, logit_scale, rms_cap,
+    separate_softmax)."""
     from .codegen import Research
     from .codegen import generate as render
 
-    research = Research(normalize, qk_norm, separate_softmax)
+    settings = Research(**research)
     return render(
-        instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}", research
+        instance, heads, class_name, command or f"einsearch generate {instance.name} --heads {heads}", settings
     )
 
 

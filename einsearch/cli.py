@@ -171,49 +171,46 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
-@click.option(
-    "--normalize",
-    type=click.Choice(["none", "levels", "coverage"]),
-    default="none",
-    show_default=True,
-    help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.",
-)
-@click.option("--qk-norm", is_flag=True, help="Per-head LayerNorm on the query and key channels.")
-@click.option(
-    "--separate-softmax",
-    is_flag=True,
-    help="One softmax per sequence pattern, outputs added (the research form of global + window).",
-)
+@click.option("--normalize", type=click.Choice(["none", "levels", "coverage"]), default="none", show_default=True,
+              help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.")
+@click.option("--qk-norm", type=click.Choice(["none", "pooled", "level", "key"]), default="none", show_default=True,
+              help="Weight-only LayerNorm over each head's query and key channels: all levels together, one per "
+              "level, or the key map only (the research BTT).")
+@click.option("--logit-scale", type=click.Choice(["structure", "sqrt", "inverse"]), default="structure",
+              show_default=True, help="Each level's logit scale: the structure's, 1 / sqrt(channels), or "
+              "1 / channels (muP).")
+@click.option("--rms-cap", is_flag=True, help="Scale each factor down to the RMS of its initialisation on every forward.")
+@click.option("--separate-softmax", is_flag=True,
+              help="One softmax per sequence pattern, outputs added (the research form of global + window).")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
 def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,
-             normalize: str, qk_norm: bool, separate_softmax: bool, force: bool) -> None:  # fmt: skip
+             force: bool, **research) -> None:  # fmt: skip
     """Write a standalone PyTorch attention module for STRUCTURE (it imports only torch).
 
-    The module computes the structure's scores exactly, per head, causally, for any input length;
-    see the file's docstring for its levels, costs and decoding cache.
+    The module computes the structure's scores exactly, per head, causally, for any input length,
+    and takes every option of the structure at construction (the values given here are its
+    defaults), so one file serves every size; see its docstring for the plan and costs.
 
     \b
     Examples:
       einsearch generate mlr --levels 8 -o mlr_attn.py
       einsearch generate btt --D 256 --heads 4 --class-name BttAttention
       einsearch generate my_structure.ein -o -          # to stdout
-      einsearch generate mlr --normalize coverage --qk-norm   # the research code's options
+      einsearch generate mlr --qk-norm pooled --normalize levels   # the research MLR's options
+      einsearch generate btt --qk-norm key --logit-scale sqrt --rms-cap   # the research BTT
       einsearch generate global-swa --separate-softmax
     """
     from . import generate as render
+    from .codegen import Research
     from .codegen import class_name as default_class
 
     instance = resolve(structure, ctx.args)
     target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
-    research = [f"--normalize {normalize}"] if normalize != "none" else []
-    research += ["--qk-norm"] * qk_norm + ["--separate-softmax"] * separate_softmax
-    command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *research, f"-o {target}"])
-    if class_name is not None and not class_name.isidentifier():
-        fail(f"--class-name: {class_name!r} is not a Python identifier")
     try:
-        source = render(instance, heads, class_name, command, normalize=normalize, qk_norm=qk_norm,
-                        separate_softmax=separate_softmax)  # fmt: skip
+        flags = Research(**research).flags()
+        command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *flags, f"-o {target}"])
+        source = render(instance, heads, class_name, command, **research)
     except EinsearchError as err:
         fail(str(err))
     if target == "-":

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from .errors import DSLError, Pos
+from .runtime.sizes import log2, sqrt_divisor
 
 Value = int | Fraction | float | list | str
 
@@ -114,40 +115,13 @@ COMPARISON: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 LOGIC = {"and", "or"}
-MAX_FACTORED = 10**12  # sqrt_divisor searches up to sqrt(n) candidates
 MAX_BITS = 8192  # a number larger than this many bits is an error (no size or count is that large)
 MAX_POWER_BITS = 1 << 16  # a power that would grow past this many bits is refused before it is tried
 
 
-def sqrt_divisor(n: int, mode: str = "balanced") -> int:
-    """The smaller factor ``a`` of a two-way split ``n = a * b`` near the square root.
-
-    ``balanced``: the largest divisor of n not above sqrt(n) (256 -> 16, 96 -> 8).
-    ``research``: n / b with b the smallest divisor strictly above sqrt(n) (256 -> 8, 144 -> 9),
-    the rule of the paper's code; that is the largest divisor a with a * a < n.
-    Both search down from sqrt(n), so n is limited to what that search does quickly.
-    """
-    if mode not in ("balanced", "research"):
-        raise ValueError(f"unknown split mode {mode!r} (balanced or research)")
-    if n > MAX_FACTORED:
-        raise ValueError(f"{n} is too large to split (at most {MAX_FACTORED})")
-    root = math.isqrt(n)
-    if n == 0:
-        raise ValueError("0 has no split")
-    if mode == "research" and root * root == n and n > 1:
-        root -= 1  # b must be strictly above sqrt(n)
-    return next(d for d in range(root, 0, -1) if n % d == 0)
-
-
-def _log2(n: int) -> int:
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"log2({n}) is not a whole number")
-    return n.bit_length() - 1
-
-
 FUNCTIONS: dict[str, Callable[..., Value]] = {
     "isqrt": math.isqrt,
-    "log2": _log2,
+    "log2": log2,
     "min": min,
     "max": max,
     "len": len,

@@ -5,7 +5,7 @@ written out here on absolute positions)."""
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import math
 import re
 import subprocess
@@ -19,8 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import einsearch
 from einsearch import reference
-from einsearch.codegen import Form, form_of, map_schedule
-from einsearch.planner import Part, plan
+from einsearch.codegen import attention_class
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,21 +57,23 @@ def test_cases_cover_the_catalog():
     assert sorted(CASES) == einsearch.catalog_names()
 
 
-def load_module(source: str, path: Path):
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def build(name: str, options: dict, tmp_path: Path, heads: int = 2):
+def build(name: str, options: dict, heads: int = 2, **research):
+    """The instance, the source generated for it and one module of it in float64 (seeded)."""
     instance = einsearch.load(name).resolve(options)
-    source = einsearch.generate(instance, heads=heads)
-    module = load_module(source, tmp_path / "generated.py")
-    cls = next(v for k, v in vars(module).items() if k.endswith("Attention"))
+    source = generated(name, frozen(options), heads, frozen(research))
     torch.manual_seed(0)
-    return instance, source, cls().double()
+    return instance, source, attention_class(source)().double()
+
+
+def frozen(options: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def generated(name: str, options: tuple, heads: int, research: tuple) -> str:
+    """Each source once per test session (generating describes the structure, which takes a while)."""
+    instance = einsearch.load(name).resolve({k: list(v) if isinstance(v, tuple) else v for k, v in options})
+    return einsearch.generate(instance, heads=heads, **dict(research))
 
 
 def covers(level, block_size: int, t: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -114,10 +115,9 @@ def reference_forward(module, instance, x: torch.Tensor) -> torch.Tensor:
     return module.o_proj(out.transpose(1, 2).reshape(B, T, D))
 
 
-@pytest.mark.parametrize("name, options", INSTANCES)
-def test_scores_and_forward_equal_the_reference(name, options, tmp_path):
-    instance, _, module = build(name, options, tmp_path)
-    for T in LENGTHS:
+def check_reference(module, instance, lengths=LENGTHS) -> None:
+    """``scores`` and ``forward`` equal the reference at every input length."""
+    for T in lengths:
         x = torch.randn(2, T, instance.D, dtype=torch.float64)
         scores = module.scores(x)
         for h in range(module.n_heads):
@@ -128,213 +128,251 @@ def test_scores_and_forward_equal_the_reference(name, options, tmp_path):
         torch.testing.assert_close(module(x), reference_forward(module, instance, x), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name, options", INSTANCES)
-def test_prefix_outputs_do_not_change_and_decoding_equals_forward(name, options, tmp_path):
-    instance, _, module = build(name, options, tmp_path)
-    x = torch.randn(2, 19, instance.D, dtype=torch.float64)
+def check_decoding(module, x: torch.Tensor, steps=(1, 3)) -> None:
+    """Decoding a sequence a few tokens at a time gives the full forward's outputs."""
     full = module(x)
-    torch.testing.assert_close(module(x[:, :11]), full[:, :11], rtol=1e-10, atol=1e-12)
-    for step in (1, 3):
-        cache = module.new_cache(2, 19)
-        pieces = [module(x[:, i : i + step], cache=cache) for i in range(0, 19, step)]
+    for step in steps:
+        cache = module.new_cache(x.shape[0], x.shape[1])
+        pieces = [module(x[:, i : i + step], cache=cache) for i in range(0, x.shape[1], step)]
         torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, options", INSTANCES)
-def test_factors_are_the_parameters_describe_counts(name, options, tmp_path):
-    instance, _, module = build(name, options, tmp_path, heads=3 if options["D"] % 3 == 0 else 2)
+def test_scores_and_forward_equal_the_reference(name, options):
+    instance, _, module = build(name, options)
+    check_reference(module, instance)
+
+
+@pytest.mark.parametrize("name, options", INSTANCES)
+def test_prefix_outputs_do_not_change_and_decoding_equals_forward(name, options):
+    instance, _, module = build(name, options)
+    x = torch.randn(2, 19, instance.D, dtype=torch.float64)
+    torch.testing.assert_close(module(x[:, :11]), module(x)[:, :11], rtol=1e-10, atol=1e-12)
+    check_decoding(module, x)
+
+
+# -- one file, any size ------------------------------------------------------------------------
+
+# Five option sets per catalog entry, none the generated defaults: constructing the class generated
+# at the defaults with them must equal generating with them.
+OPTION_SETS = {
+    "dense": [{"D": 12, "T": 16}, {"D": 8, "T": 8}, {"D": 6, "T": 32}, {"D": 10, "T": 4}, {"D": 16, "T": 12}],
+    "lowrank": [{"D": 12, "T": 16, "r": 3}, {"D": 8, "T": 8, "r": 8}, {"D": 6, "T": 4, "r": 1},
+                {"D": 16, "T": 32, "r": 5}, {"D": 10, "T": 12, "r": 2}],
+    "btt": [{"D": 24, "T": 16, "s": 2}, {"D": 18, "T": 8, "s": 3, "split": "research"}, {"D": 16, "T": 8, "a": 2},
+            {"D": 36, "T": 8}, {"D": 12, "T": 16, "s": 1, "split": "research"}],
+    "monarch": [{"D": 24, "T": 16}, {"D": 12, "T": 8, "split": "research"}, {"D": 16, "T": 8, "a": 8},
+                {"D": 18, "T": 4}, {"D": 20, "T": 16, "split": "research"}],
+    "kronecker": [{"D": 12, "T": 16}, {"D": 18, "T": 8, "split": "research"}, {"D": 20, "T": 8, "a": 4},
+                  {"D": 16, "T": 4}, {"D": 6, "T": 8, "a": 1}],
+    "tt": [{"D": 24, "T": 16, "a": 2, "b": 3, "s": 2}, {"D": 8, "T": 8, "a": 2, "b": 2, "s": 1},
+           {"D": 12, "T": 4, "a": 3, "b": 2, "s": 3}, {"D": 16, "T": 8, "a": 4, "b": 2, "s": 1},
+           {"D": 18, "T": 8, "a": 3, "b": 3, "s": 2}],
+    "bilinear-mlr": [{"D": 16, "T": 8, "levels": 3, "ranks": [3, 2, 1]}, {"D": 8, "T": 8, "levels": 2, "ranks": [2, 2]},
+                     {"D": 12, "T": 16, "levels": 1, "ranks": [5]}, {"D": 16, "T": 4, "levels": 4, "ranks": [1, 1, 1, 1]},
+                     {"D": 24, "T": 8, "levels": 3, "ranks": [4, 4, 2]}],
+    "mlr": [{"D": 16, "T": 16, "levels": 3, "ranks": [4, 2, 1]}, {"D": 8, "T": 32, "levels": 5, "ranks": [2, 2, 1, 1, 1]},
+            {"D": 12, "T": 8, "levels": 2, "ranks": [3, 3]}, {"D": 10, "T": 16, "levels": 1, "ranks": [4]},
+            {"D": 6, "T": 24, "levels": 3, "ranks": [2, 1, 1]}],
+    "swa": [{"D": 12, "T": 16, "r": 3, "window": 4}, {"D": 8, "T": 8, "r": 2, "window": 0},
+            {"D": 6, "T": 32, "r": 6, "window": 31}, {"D": 10, "T": 8, "r": 1, "window": 2},
+            {"D": 16, "T": 12, "r": 4, "window": 100}],
+    "global-swa": [{"D": 12, "T": 16, "rg": 2, "rw": 3, "window": 3}, {"D": 8, "T": 8, "rg": 1, "rw": 2, "window": 0},
+                   {"D": 6, "T": 32, "rg": 3, "rw": 3, "window": 7}, {"D": 10, "T": 8, "rg": 4, "rw": 1, "window": 1},
+                   {"D": 16, "T": 12, "rg": 2, "rw": 5, "window": 20}],
+}  # fmt: skip
+USER_OPTION_SETS = {"kronecker_sum": [{"T": 16, "D": 12, "a": 3}, {"T": 8, "D": 20, "a": 5}],
+                    "local_kron": [{"T": 16, "D": 12, "a": 2, "p": 2}, {"T": 24, "D": 8, "a": 4, "r": 2, "p": 3}]}  # fmt: skip
+
+
+def option_params() -> list:
+    params = [pytest.param(name, options, id=f"{name}-{n}") for name, sets in OPTION_SETS.items()
+              for n, options in enumerate(sets)]  # fmt: skip
+    params += [pytest.param(str(HERE / "structures" / f"{name}.ein"), options, id=f"{name}-{n}")
+               for name, sets in USER_OPTION_SETS.items() for n, options in enumerate(sets)]  # fmt: skip
+    return params
+
+
+def test_option_sets_cover_the_catalog():
+    assert sorted(OPTION_SETS) == einsearch.catalog_names()
+
+
+def keywords(options: dict) -> dict:
+    """Structure options as constructor keywords: T and D become block_size and d_model."""
+    named = {"T": "block_size", "D": "d_model"}
+    return {named.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+@pytest.mark.parametrize("name, options", option_params())
+def test_constructing_with_options_equals_generating_with_them(name, options):
+    """One file serves every size: the class generated at the structure's defaults, built with other
+    options, has the factors (names, shapes) and outputs of the class generated with them."""
+    instance, _, regenerated = build(name, options)
+    default = einsearch.load(name).resolve()
+    cls = attention_class(generated(name, (), 1, ()))
+    built = cls(n_heads=2, **keywords(options)).double()
+    assert {n: f.shape for n, f in built.factors().items()} == {n: f.shape for n, f in regenerated.factors().items()}
+    assert default.values != instance.values
+    built.load_state_dict(regenerated.state_dict())
+    x = torch.randn(2, 13, instance.D, dtype=torch.float64)
+    torch.testing.assert_close(built(x), regenerated(x), rtol=1e-12, atol=1e-12)
+    check_reference(built, instance, lengths=(9,))
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("mlr", {"levels": 3}, "ranks needs 3 values"),
+    ("mlr", {"block_size": 1000}, "block_size in x[(g t), i]: 1000 is not a multiple of 16"),
+    ("mlr", {"ranks": (1, 2, 3, 4, 5, 6, 7, "x")}, "each value of ranks must be a whole number"),
+    ("btt", {"split": "even"}, "split must be one of 'balanced', 'research', got 'even'"),
+    ("btt", {"d_model": 64, "a": 5}, "b = D / a must be a whole number, got 12.8"),
+    ("btt", {"s": 0}, "s must be a positive whole number, got 0"),
+    ("swa", {"window": -1}, "requirement window >= 0 does not hold (window = -1)"),
+    ("tt", {"d_model": 60}, "requirement D % (a * b) == 0 does not hold (D = 60, a = 8, b = 8): a * b must divide D"),
+    ("lowrank", {"n_heads": 3}, "n_heads=3 must divide d_model=256"),
+    ("lowrank", {"d_model": 0}, "d_model must be a positive whole number, got 0"),
+])  # fmt: skip
+def test_bad_options_name_the_option_and_the_reason(name, options, message):
+    cls = attention_class(generated(name, (), 1, ()))
+    with pytest.raises(ValueError) as err:
+        cls(**options)
+    assert message in str(err.value)
+
+
+def test_bad_inputs_and_caches_are_value_errors():
+    instance, _, module = build("mlr", CASES["mlr"][0])
+    for x in (torch.zeros(2, 0, 12), torch.zeros(2, 5, 11), torch.zeros(5, 12)):
+        with pytest.raises(ValueError, match=r"x must be \(B, T >= 1, 12\)"):
+            module(x.double())
+    cache = module.new_cache(2, 4)
+    with pytest.raises(ValueError, match="batch"):
+        module(torch.zeros(3, 1, 12, dtype=torch.float64), cache=cache)
+    module(torch.zeros(2, 4, 12, dtype=torch.float64), cache=cache)
+    with pytest.raises(ValueError, match="4"):
+        module(torch.zeros(2, 1, 12, dtype=torch.float64), cache=cache)
+
+
+@pytest.mark.parametrize("name, options", INSTANCES)
+def test_factors_are_the_parameters_describe_counts(name, options):
+    instance, _, module = build(name, options, heads=3 if options["D"] % 3 == 0 else 2)
     factors = module.factors()
     assert set(factors) == set(instance.factor_shapes)
+    parameters = {id(p) for p in module.parameters()}
     for factor_name, tensor in factors.items():
         assert tuple(tensor.shape) == (module.n_heads, *instance.factor_shapes[factor_name])
-        assert tensor is getattr(module, factor_name)
+        assert id(tensor) in parameters
     assert sum(f.numel() for f in factors.values()) == einsearch.describe(instance).params * module.n_heads
 
 
-RESEARCH = ({}, {"normalize": "levels"}, {"normalize": "coverage", "qk_norm": True, "separate_softmax": True})
+@pytest.mark.parametrize("width", [8, 16, 32])
+def test_mup_at_every_width(width):
+    """init="mup" zeroes the read-out, and param_groups gives each factor lr * base / fan_in at any
+    width the one file is built at (fan_in: the features a factor contracts with one token)."""
+    cls = attention_class(generated("btt", (), 1, ()))
+    module = cls(d_model=width, n_heads=2, block_size=8, init="mup")
+    assert not module.o_proj.weight.any()
+    a = einsearch.expr.sqrt_divisor(width)
+    groups = {id(p): g["lr"] for g in module.param_groups(1e-3, base_fan_in=64) for p in g["params"]}
+    assert groups[id(module.L)] == pytest.approx(1e-3 * 64 / a)  # L[i2, i1, j1, k] reads (i1 i2) and j1 = a
+    assert groups[id(module.R)] == pytest.approx(1e-3 * 64 / (width // a))  # R[j1, j2, i2, k]: min(b, D) = b
+    assert groups[id(module.v_proj.weight)] == pytest.approx(1e-3 * 64 / width)
+    for name, factor in module.factors().items():
+        assert factor.std().item() == pytest.approx(module.fan_in[name] ** -0.5, rel=0.5)
 
 
-@pytest.mark.parametrize("name, options", INSTANCES)
-def test_generated_source_is_deterministic_and_ruff_clean(name, options, tmp_path):
-    for n, research in enumerate(RESEARCH):
-        instance = einsearch.load(name).resolve(options)
-        source = einsearch.generate(instance, heads=2, **research)
-        assert source == einsearch.generate(einsearch.load(name).resolve(options), heads=2, **research)
-        (tmp_path / f"generated{n}.py").write_text(source)
-    for command in (["format", "--isolated", "--check"], ["check", "--isolated"]):
-        done = subprocess.run([sys.executable, "-m", "ruff", *command, str(tmp_path)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
+# -- the research code's parameterisations (docs/design.md §7) -------------------------------------
 
 
-@pytest.mark.parametrize("name", ["lowrank", "mlr", "swa"])
-def test_gradcheck(name, tmp_path):
-    options = {"lowrank": {"D": 4, "T": 4, "r": 2}, "mlr": {"D": 4, "T": 4, "levels": 2, "ranks": [1, 1]},
-               "swa": {"D": 4, "T": 4, "r": 2, "window": 1}}[name]  # fmt: skip
-    _, _, module = build(name, options, tmp_path, heads=2)
-    x = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(module, (x,))
+def masked_logits(module, q: torch.Tensor, k: torch.Tensor, T: int) -> torch.Tensor:
+    """Logits of (B, H, T, C) queries and keys: each level's channels where it covers the pair."""
+    t, u = np.arange(T)[:, None], np.arange(T)[None, :]
+    logits, scored = 0, np.zeros((T, T), dtype=bool)
+    for level, q_l, k_l in zip(module.levels, q.split(module.widths, -1), k.split(module.widths, -1)):
+        covered = module_covers(level.pattern, t, u)
+        logits = logits + (q_l @ k_l.transpose(-1, -2)) * torch.from_numpy(covered)
+        scored |= covered
+    return logits.masked_fill(torch.from_numpy(~scored | (u > t)), float("-inf"))
 
 
-@pytest.mark.parametrize("name", ["lowrank", "mlr", "global-swa"])
-def test_compiles_in_one_graph(name, tmp_path):
-    instance, _, module = build(name, CASES[name][0], tmp_path)
-    x = torch.randn(2, 9, instance.D, dtype=torch.float64)
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x), module(x), rtol=1e-10, atol=1e-12)
+def module_covers(pattern, t, u) -> np.ndarray:
+    """The pair rule on absolute positions, written out here (blocks of `length`, then a band)."""
+    covered = np.ones(np.broadcast(t, u).shape, dtype=bool)
+    if pattern.length is not None:
+        covered &= t // pattern.length == u // pattern.length
+    if pattern.lo is not None:
+        covered &= (t - u >= pattern.lo) & (t - u <= pattern.hi)
+    return covered
 
 
-@pytest.mark.parametrize("name, options", INSTANCES)
-def test_flop_counter_against_the_plan(name, options, tmp_path):
-    """FlopCounterMode on the forward = the plan's maps (per head, B sequences) + the pairs the form
-    computes x (query/key channels + value channels) + the two projections. The pairs differ from
-    the plan's (every covered pair, once) by what each form computes besides: the fused and masked
-    forms multiply all T x T pairs; the nested form the pairs below the diagonal at each depth
-    and every finest block whole (its causal half masked); the band form whole chunk x window
-    rectangles (chunks of the smallest multiple of the band width holding 64 queries)."""
-    instance, _, module = build(name, options, tmp_path)
-    B, T, D, H = 2, instance.T, instance.D, module.n_heads
-    x = torch.randn(B, T, D, dtype=torch.float64)
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    maps, channels = 0, []
-    for lp in plan(instance).levels:  # the maps the module renders: the plan's, for one sequence
-        schedule = map_schedule(lp)
-        for step in schedule.steps:
-            if step.part in (Part.QUERY, Part.KEY) and is_counted(step, schedule.sizes):
-                maps += B * step.flops  # per token: once per sequence
-            elif step.part is Part.FACTORS and is_counted(step, schedule.sizes):
-                maps += step.flops  # factors alone: once per head
-        channels.append(math.prod(schedule.sizes[i] for i in schedule.interfaces[0][1]))
-    pairs = 2 * B * pair_products(instance, T, channels, D // H)
-    projections = 2 * (2 * B * T * D * D)
-    assert counter.get_total_flops() == H * (maps + pairs) + projections
-    if form_of(instance) is Form.FEATURE_MAPS:  # there the query/key part is exactly the plan's
-        assert 2 * B * T * T * sum(channels) == plan(instance, batch=B).part_flops(Part.PAIRS)
+def layer_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weight-only LayerNorm over the last axis, written out."""
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * weight
 
 
-def pair_products(instance, T: int, channels: list[int], values: int) -> int:
-    """Multiply-adds of the pair products (logits and probabilities x values) the form computes."""
-    form = form_of(instance)
-    if form is Form.NESTED:
-        levels = sorted(range(len(channels)), key=lambda n: instance.levels[n].blocks)
-        prefix = np.cumsum([channels[n] for n in levels])
-        t, u = np.arange(T)[:, None], np.arange(T)[None, :]
-        depth = sum(covers(instance.levels[n], instance.T, t, u).astype(int) for n in levels)  # levels holding both
-        below = (u < t) & (depth < len(levels))
-        total = sum(int((below & (depth == m)).sum()) * (prefix[m - 1] + values) for m in range(1, len(levels)))
-        finest = instance.T // instance.levels[levels[-1]].blocks
-        sizes = [min(finest, T - start) for start in range(0, T, finest)]
-        return total + sum(s * s for s in sizes) * (prefix[-1] + values)
-    if form is Form.BAND:
-        lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
-        width = hi - lo + 1
-        chunk = min(width * -(-64 // width), T)
-        return -(-T // chunk) * chunk * (chunk + hi - lo) * (sum(channels) + values)
-    return T * T * (sum(channels) + values)
-
-
-def is_counted(step, sizes) -> bool:
-    """FlopCounterMode counts a contraction that sums an index of size > 1 (torch runs the others
-    as elementwise products, which it does not count)."""
-    summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
-    return len(step.inputs) > 1 and math.prod(sizes[i] for i in summed) > 1
-
-
-def build_with(name: str, options: dict, tmp_path: Path, **research):
-    instance = einsearch.load(name).resolve(options)
-    module = load_module(einsearch.generate(instance, heads=2, **research), tmp_path / "research.py")
-    cls = next(v for k, v in vars(module).items() if k.endswith("Attention"))
-    torch.manual_seed(0)
-    return instance, cls().double()
-
-
-@pytest.mark.parametrize("normalize", ["levels", "coverage"])
-@pytest.mark.parametrize("name", ["mlr", "global-swa", "bilinear-mlr"])
-def test_normalized_logits(name, normalize, tmp_path):
-    """The research code's normalisations: the summed logit over the number of levels, or each
-    pair's over the number of levels that cover it."""
-    instance, module = build_with(name, CASES[name][0], tmp_path, normalize=normalize)
-    x = torch.randn(1, 19, instance.D, dtype=torch.float64)
-    t, u = np.arange(19)[:, None], np.arange(19)[None, :]
-    count = sum(covers(level, instance.T, t, u).astype(float) for level in instance.levels)
-    divisor = len(instance.levels) if normalize == "levels" else np.maximum(count, 1)
-    for h in range(2):
-        factors = {n: f[h].detach().numpy() for n, f in module.factors().items()}
-        expected = reference_logits(instance, factors, x[0].numpy()) / divisor
-        np.testing.assert_allclose(module.scores(x)[0, h].detach().numpy(), expected, rtol=1e-9, atol=1e-12)
-    check_decoding(module, x)
-
-
-def check_decoding(module, x: torch.Tensor) -> None:
-    cache = module.new_cache(x.shape[0], x.shape[1])
-    steps = torch.cat([module(x[:, i : i + 1], cache=cache) for i in range(x.shape[1])], dim=1)
-    torch.testing.assert_close(steps, module(x), rtol=1e-10, atol=1e-12)
-
-
-def test_qk_norm(tmp_path):
-    """A LayerNorm over each head's query channels and one over its key channels, then the scale."""
-    instance, module = build_with("lowrank", {"D": 12, "T": 16, "r": 4}, tmp_path, qk_norm=True)
+@pytest.mark.parametrize("qk_norm", ["pooled", "level", "key"])
+@pytest.mark.parametrize("name", ["mlr", "bilinear-mlr", "btt"])
+def test_qk_norm(name, qk_norm):
+    """Weight-only LayerNorms on the maps (all levels' channels together, per level, or the key map
+    only), then each level's scale on its query channels."""
+    instance, _, module = build(name, CASES[name][0], qk_norm=qk_norm)
     with torch.no_grad():
-        module.q_norm.weight.uniform_(0.5, 1.5)
-        module.k_norm.bias.uniform_(-0.5, 0.5)
-    x = torch.randn(1, 9, 12, dtype=torch.float64)
-    for h in range(2):
-        q = module.q_norm(x[0] @ module.WQ[h])
-        k = module.k_norm(x[0] @ module.WK[h])
-        expected = (q @ k.T).masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), float("-inf"))
-        torch.testing.assert_close(module.scores(x)[0, h], expected, rtol=1e-9, atol=1e-12)
-    check_decoding(module, x)
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.LayerNorm):
+                assert norm.bias is None
+                norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(1, 9, instance.D, dtype=torch.float64)
+    q, k = module.maps(x)
+    if qk_norm == "pooled":
+        q, k = layer_norm(q, module.q_norm.weight), layer_norm(k, module.k_norm.weight)
+    elif qk_norm == "level":
+        split = module.widths
+        q = torch.cat([layer_norm(q_l, n.weight) for q_l, n in zip(q.split(split, -1), module.q_norms)], -1)
+        k = torch.cat([layer_norm(k_l, n.weight) for k_l, n in zip(k.split(split, -1), module.k_norms)], -1)
+    else:
+        k = layer_norm(k, module.k_norm.weight)
+    scales = torch.tensor([lv.scale for lv in module.levels for _ in range(lv.width)], dtype=torch.float64)
+    torch.testing.assert_close(module.scores(x), masked_logits(module, q * scales, k, 9), rtol=1e-9, atol=1e-12)
+    check_decoding(module, x, steps=(1,))
 
 
-def test_separate_softmaxes_add(tmp_path):
-    """Global + window in the research form: a softmax over each pattern's logits, outputs added."""
-    instance, module = build_with("global-swa", CASES["global-swa"][0], tmp_path, separate_softmax=True)
+@pytest.mark.parametrize("logit_scale, rule", [("sqrt", lambda w: 1 / math.sqrt(w)), ("inverse", lambda w: 1 / w)])
+@pytest.mark.parametrize("name", ["lowrank", "mlr", "btt"])
+def test_logit_scale(name, logit_scale, rule):
+    """Each level's scale replaced by 1 / sqrt(its channels) or 1 / its channels, at any size."""
+    instance, source, module = build(name, CASES[name][0], logit_scale=logit_scale)
+    assert [level.scale for level in module.levels] == [rule(level.width) for level in module.levels]
+    built = attention_class(source)(**keywords(CASES[name][1]))
+    assert [level.scale for level in built.levels] == [rule(level.width) for level in built.levels]
+    x = torch.randn(1, 9, instance.D, dtype=torch.float64)
+    q, k = module.maps(x)
+    scales = torch.tensor([rule(lv.width) for lv in module.levels for _ in range(lv.width)], dtype=torch.float64)
+    torch.testing.assert_close(module.scores(x), masked_logits(module, q * scales, k, 9), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["btt", "bilinear-mlr"])
+def test_rms_cap(name):
+    """A factor whose RMS is above that of its initialisation (fan_in^-1/2) scores as if scaled down to
+    it; one below is left alone."""
+    instance, _, capped = build(name, CASES[name][0], rms_cap=True)
+    _, _, plain = build(name, CASES[name][0])
+    with torch.no_grad():
+        for n, (name_, factor) in enumerate(capped.factors().items()):
+            factor.mul_(3.0 if n % 2 == 0 else 0.5)
+    plain.load_state_dict(capped.state_dict())
+    with torch.no_grad():
+        for name_, factor in plain.factors().items():
+            rms = factor.pow(2).mean().sqrt()
+            factor.div_(max(1.0, (rms * capped.fan_in[name_] ** 0.5).item()))
+    x = torch.randn(2, 9, instance.D, dtype=torch.float64)
+    torch.testing.assert_close(capped(x), plain(x), rtol=1e-10, atol=1e-12)
+
+
+def test_normalize_levels():
+    """The summed logit divided by the number of levels (the research MLR's option)."""
+    instance, _, module = build("mlr", CASES["mlr"][0], normalize="levels")
+    _, _, plain = build("mlr", CASES["mlr"][0])
+    plain.load_state_dict(module.state_dict())
     x = torch.randn(1, 19, instance.D, dtype=torch.float64)
-    t, u = np.arange(19)[:, None], np.arange(19)[None, :]
-    v = module.v_proj(x).view(1, 19, 2, -1).transpose(1, 2)
-    out = torch.zeros_like(v)
-    for h in range(2):
-        factors = {n: f[h].detach().numpy() for n, f in module.factors().items()}
-        for level in instance.levels:
-            mask = covers(level, instance.T, t, u) & (u <= t)
-            logits = np.where(mask, x[0].numpy() @ reference.feature_matrix(level, factors) @ x[0].numpy().T, -np.inf)
-            out[0, h] += torch.softmax(torch.from_numpy(logits), dim=-1) @ v[0, h]
-    expected = module.o_proj(out.transpose(1, 2).reshape(1, 19, -1))
-    torch.testing.assert_close(module(x), expected, rtol=1e-9, atol=1e-12)
-    check_decoding(module, x)
-
-
-@pytest.mark.parametrize("name", ["mlr", "swa"])
-def test_fast_kernels_in_float32(name, tmp_path):
-    """float32 takes the fast path (the CPU flash op per depth for nested blocks): it matches the
-    float64 module, forward and gradients, and compiles in one graph."""
-    instance, _, exact = build(name, CASES[name][0], tmp_path)
-    fast = type(exact)().float()
-    fast.load_state_dict({k: v.float() for k, v in exact.state_dict().items()})
-    x = torch.randn(2, 37, instance.D, dtype=torch.float64)
-    x32 = x.float().requires_grad_()
-    torch.testing.assert_close(fast(x32).double(), exact(x), rtol=1e-4, atol=1e-5)
-    fast(x32).sum().backward()
-    x64 = x.clone().requires_grad_()
-    exact(x64).sum().backward()
-    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
-    compiled = torch.compile(fast, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x.float()), fast(x.float()), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["mlr", "swa", "global-swa", "lowrank"])
-def test_cache_size_in_the_docstring(name, tmp_path):
-    """The docstring's bytes per token bound what the decoding cache really holds at every context up
-    to block_size, and miss it by at most one key per level and one value (the bound counts whole
-    blocks and windows; at most len - 1 keys of a block are ever kept)."""
-    instance, source, module = build(name, CASES[name][0], tmp_path)
-    T, D, H = instance.T, instance.D, module.n_heads
-    printed = int(re.search(r"at most ([\d,]+) bytes per token", source).group(1).replace(",", ""))
-    x = torch.randn(1, T, D, dtype=torch.float64)
-    channels = sum(q.shape[-1] for q, _ in module.level_maps(x[:, :1]))
-    cache, most = module.new_cache(1, T), 0
-    for t in range(T):
-        module(x[:, t : t + 1], cache=cache)
-        held = sum(k.numel() for k in cache["keys"]) + cache["v"].numel()
-        most = max(most, held)
-    assert 4 * most <= printed * T < 4 * (most + H * channels + D) + T  # T: the bound is rounded up per token
+    expected = plain.scores(x) / len(instance.levels)
+    torch.testing.assert_close(module.scores(x), expected, rtol=1e-10, atol=1e-12)
+    check_decoding(module, x, steps=(1,))
