@@ -38,7 +38,8 @@ CASES = {
     "swa": [{"D": 12, "T": 16, "r": 3, "window": 4}, {"D": 8, "T": 8, "r": 2, "window": 0}],
     "global-swa": [{"D": 12, "T": 16, "rg": 2, "rw": 3, "window": 3}, {"D": 8, "T": 8, "rg": 1, "rw": 2, "window": 7}],
 }  # fmt: skip
-USER_FILES = {"kronecker_sum": {"T": 16, "D": 12, "a": 3}, "local_kron": {"T": 16, "D": 12, "a": 2}}
+USER_FILES = {"kronecker_sum": {"T": 16, "D": 12, "a": 3}, "local_kron": {"T": 16, "D": 12, "a": 2},
+              "reversed_tt": {}, "python_names": {}, "two_terms_loop": {"n": 3}}  # fmt: skip
 LENGTHS = (1, 7, 19)  # input lengths: one token, not a multiple of any block count, past block_size
 
 
@@ -253,7 +254,8 @@ def test_bad_inputs_and_caches_are_value_errors():
 
 @pytest.mark.parametrize("name, options", INSTANCES)
 def test_factors_are_the_parameters_describe_counts(name, options):
-    instance, _, module = build(name, options, heads=3 if options["D"] % 3 == 0 else 2)
+    D = einsearch.load(name).resolve(options).D
+    instance, _, module = build(name, options, heads=3 if D % 3 == 0 else 2)
     factors = module.factors()
     assert set(factors) == set(instance.factor_shapes)
     parameters = {id(p) for p in module.parameters()}
@@ -376,3 +378,26 @@ def test_normalize_levels():
     expected = plain.scores(x) / len(instance.levels)
     torch.testing.assert_close(module.scores(x), expected, rtol=1e-10, atol=1e-12)
     check_decoding(module, x, steps=(1,))
+
+
+RESEARCH = ({}, {"normalize": "levels", "qk_norm": "level", "logit_scale": "sqrt", "rms_cap": True},
+            {"qk_norm": "pooled", "logit_scale": "inverse"}, {"qk_norm": "key"})  # fmt: skip
+
+
+@pytest.mark.parametrize("name, options", INSTANCES)
+def test_generated_source_is_deterministic_and_ruff_clean(name, options, tmp_path):
+    """Byte-identical on every run, and clean under ruff's defaults (format and lint), with every
+    research option too."""
+    for n, research in enumerate(RESEARCH):
+        source = generated(name, frozen(options), 2, frozen(research))
+        assert source == einsearch.generate(einsearch.load(name).resolve(options), heads=2, **research)
+        (tmp_path / f"generated{n}.py").write_text(source)
+    for command in (["format", "--isolated", "--check", "--diff"], ["check", "--isolated"]):
+        done = subprocess.run([sys.executable, "-m", "ruff", *command, str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", ["class", "torch", "nn", "F", "Level", "9lives", "my class"])
+def test_class_names_that_cannot_be_defined_are_refused(name):
+    with pytest.raises(einsearch.OptionError, match="cannot name the class"):
+        einsearch.generate(einsearch.load("lowrank").resolve(), class_name=name)

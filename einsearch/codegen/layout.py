@@ -22,6 +22,9 @@ def lines(indent: str, code: str, comment: str = "") -> list[str]:
 
 
 def _split(indent: str, code: str) -> list[str]:
+    if code.endswith(":") and len(indent + code) > LINE:  # a compound statement's header
+        *lines, last = _split(indent, code[:-1])
+        return [*lines, last + ":"]
     if len(indent + code) <= LINE or code[-1:] not in OPENING:
         return [indent + code]
     start = _opening(code)

@@ -10,6 +10,7 @@ names kept as einsum letters where they can be.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..dsl import IndexDecl, Loop, Program, Require, Score, SymbolDecl
@@ -17,7 +18,7 @@ from ..errors import DSLError, OptionError
 from ..expr import Expr, ListLit, Name, Num, evaluate, names_in, walk
 from ..planner import Part, Schedule, Tensor
 from ..structure import INPUT, Instance, Level, symbol_order
-from .python import Names, python, size_source
+from .python import RESERVED, Names, python, size_source
 
 SIDE_OF = {"T": "block_size", "D": "d_model"}  # the module's names for x's two axes
 MODULE_ATTRIBUTES = frozenset(
@@ -26,6 +27,9 @@ MODULE_ATTRIBUTES = frozenset(
      "train", "parameters", "buffers", "children", "modules", "state_dict", "cuda", "cpu", "type", "float",
      "double", "half", "bfloat16", "apply", "zero_grad", "extra_repr", "compile", "requires_grad_"}
 )  # fmt: skip  # attributes a factor may not take (nn.Module's and the generated class's own)
+
+
+MAP_LOCALS = frozenset({"q", "k", "Q", "K", "xq", "xk", "queries", "keys", "level", "levels"})  # names maps uses
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Side:
 
 @dataclass(frozen=True)
 class FactorCode:
+    base: str  # the structure's name for it (without a loop's ``_value``)
     attribute: str  # the module attribute (a ParameterDict inside a loop)
     name: str  # Python source of describe's name: "WQ", or f"Q_{l}" inside a loop
     shape: tuple[str, ...]
@@ -119,8 +124,20 @@ class Compiled:
 
     @property
     def fused(self) -> bool:
-        """Every level maps each token through one matrix: one projection per side for all of them."""
-        return all(score.fused for term in self.terms for score in term.scores)
+        """Every level maps each token through one matrix: one projection per side for all of them
+        (a loop of several score lines interleaves its levels: it is rendered level by level)."""
+        return all(score.fused and (not term.loop or len(term.scores) == 1) for term in self.terms
+                   for score in term.scores)  # fmt: skip
+
+    @property
+    def renamed_factors(self) -> dict[str, str]:
+        """Factors whose attribute is not their name (which Python or the module already uses)."""
+        found = {}
+        for term in self.terms:
+            for factor in term.factors:
+                if factor.attribute != factor.base:
+                    found[factor.base] = factor.attribute
+        return found
 
     @property
     def looped(self) -> bool:
@@ -405,7 +422,7 @@ def _factors(level: Level, loop: Loop | None, names: Names, size_of: dict[str, s
         attribute = _attribute(op.name, loop is not None)
         name = f'f"{base}_{{{names[loop.var]}}}"' if loop is not None else f'"{base}"'
         shape = tuple(size_of[i] for i in op.indices)
-        found.append(FactorCode(attribute, name, shape, op.written().replace(op.name, base, 1),
+        found.append(FactorCode(base, attribute, name, shape, op.written().replace(op.name, base, 1),
                                 _fan_in(level, op, size_of)))  # fmt: skip
     return tuple(found)
 
@@ -440,10 +457,13 @@ def _fused(level: Level, schedule: Schedule, looped: bool) -> tuple[str, str] | 
 
 
 def _attribute(factor: str, looped: bool) -> str:
-    """The module attribute of a factor: its name (without a loop's ``_value``), renamed where the
-    module or nn.Module already has that attribute."""
+    """The module attribute of a factor: its name (without a loop's ``_value``), with a trailing
+    ``_`` where Python, nn.Module, the module or the names ``maps`` uses already take it (a loop's
+    factors are local variables there too)."""
     base = factor.rsplit("_", 1)[0] if looped else factor
-    return base if base not in MODULE_ATTRIBUTES else base + "_"
+    while base in MODULE_ATTRIBUTES or base in RESERVED or base in MAP_LOCALS or re.fullmatch(r"[qk]\d+", base):
+        base += "_"
+    return base
 
 
 # ---------------------------------------------------------------------------------------------
