@@ -42,7 +42,7 @@ class Description:
     flops: Flops
     levels: tuple[LevelFamily, ...]
     taxonomy: Taxonomy | None
-    formulas: Formulas
+    formulas: Formulas | None  # None when not asked for (sympy derives them: the slow part)
     profile: Profile = field(repr=False)
 
     @property
@@ -70,7 +70,8 @@ class Description:
         return self.text()
 
 
-def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = DEFAULT_COST) -> Description:
+def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = DEFAULT_COST,
+             with_formulas: bool = True) -> Description:  # fmt: skip
     """Counts of one head; the exact rank runs when its matrix is at most ``rank_limit`` on a side.
 
     >>> import einsearch
@@ -90,7 +91,8 @@ def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = 
     if instance.is_feature_structure and instance.D > 1 and n_params and macs_per_token:
         taxonomy = taxonomy_of(instance.D, n_params, macs_per_token, numeric or bound)
     families = tuple(level_family(lv) for lv in instance.levels)
-    return Description(instance, chosen, n_params, bound, numeric, flops, families, taxonomy, cached_formulas(chosen),
+    formulas = cached_formulas(chosen) if with_formulas else None
+    return Description(instance, chosen, n_params, bound, numeric, flops, families, taxonomy, formulas,
                        distance_profile(instance))  # fmt: skip
 
 

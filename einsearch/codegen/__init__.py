@@ -124,7 +124,7 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
 
     if heads < 1 or instance.D % heads:
         raise OptionError("heads", f"must divide d_model = {instance.D}, got {heads}")
-    desc = describe(instance)
+    desc = describe(instance, with_formulas=False)
     compiled = compile_structure(instance, instance_schedules(desc.plan))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
