@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from .network import einsum_string, letters
-from .planner import Band, Layout, Op, Plan, Schedule, Step, Tensor
+from .planner import Band, Layout, Op, Plan, Schedule, Step, Tensor, Tiling
+from .runtime.tiling import Blocks, Call, covers
 from .sequence import SequencePattern
 from .structure import Instance
 
@@ -28,8 +29,8 @@ def schedule_scores(schedule: Schedule, instance: Instance, x: torch.Tensor, fac
     scores = run(schedule, x, factors)
     if schedule.layout is Layout.BAND:
         dense = [unchunk(scores[0], schedule.band, T)]
-    elif schedule.layout is Layout.NESTED:
-        dense = [nested_dense(s, schedule, T, depth) for depth, s in enumerate(scores, 1)]
+    elif schedule.layout is Layout.TILED:
+        dense = [tiles_dense(s, schedule.tiling, call, T) for s, call in zip(scores, schedule.tiling.calls)]
     else:
         dense = [pairs_dense(s, schedule, T) for s in scores]
     if schedule.layout is Layout.MASKED:
@@ -61,19 +62,44 @@ def _execute(step: Step, inputs: list[torch.Tensor], schedule: Schedule, T: int)
         return key_windows(inputs[0], schedule.band, T)
     if step.op is Op.CONCAT:
         return torch.cat([scale * t.reshape(t.shape[0], T, -1) for scale, t in zip(step.scales, inputs)], dim=-1)
-    if step.op is Op.SLICE:
-        return inputs[0][..., : schedule.sizes[step.output.indices[-1]]]
-    if step.op is Op.SIBLINGS:
-        return siblings(inputs[0], step.axis)
+    if step.op is Op.ATTEND:
+        return attend(*inputs, schedule.tiling, schedule.tiling.calls[step.call])
     letter = letters(i for t in (*step.inputs, step.output) for i in t.indices)
     return torch.einsum(einsum_string([t.indices for t in step.inputs], step.output.indices, letter), *inputs)
 
 
-def siblings(k: torch.Tensor, axis: int) -> torch.Tensor:
-    """k[..., h, ...] -> k[..., h, r, ...]: for each child block h, its siblings (h + r + 1) mod |h|."""
-    children = k.shape[axis]
-    picks = [torch.roll(k, shifts=-(r + 1), dims=axis) for r in range(children - 1)]
-    return torch.stack(picks, dim=axis + 1)
+def positions(blocks: Blocks, device=None) -> torch.Tensor:
+    """The token positions of a call's ranges, (count, length)."""
+    start, count, stride, length = blocks
+    return start + stride * torch.arange(count, device=device)[:, None] + torch.arange(length, device=device)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, tiling: Tiling, call: Call) -> torch.Tensor:
+    """One call's logits s[n, g, t, u]: its query ranges against its key ranges, with the channels of
+    its levels only."""
+    keep = torch.zeros(q.shape[-1], dtype=q.dtype, device=q.device)
+    ends = [sum(tiling.widths[: level + 1]) for level in range(len(tiling.widths))]
+    for level in call.levels:
+        keep[ends[level] - tiling.widths[level] : ends[level]] = 1
+    queries, keys = positions(call.queries, q.device), positions(call.keys, q.device)
+    return (q[:, queries] * keep) @ k[:, keys].transpose(-1, -2)
+
+
+def tiles_dense(scores: torch.Tensor, tiling: Tiling, call: Call, T: int) -> torch.Tensor:
+    """A call's logits laid on B x T x T, keeping the pairs it scores: u <= t of a causal square,
+    every pair of a dense rectangle, the pairs covered by exactly its levels in a masked tile."""
+    t = positions(call.queries, scores.device)[:, :, None]
+    u = positions(call.keys, scores.device)[:, None, :]
+    keep = (u - u[:, :, :1] <= t - t[:, :1]) if call.mode == "causal" else torch.ones_like(t == u)
+    if call.mode == "masked":
+        keep = u <= t
+        for level, pattern in enumerate(tiling.patterns):
+            covered = covers(pattern, t, u)
+            keep = keep & (covered if level in call.levels else ~covered)
+    dense = scores.new_zeros(scores.shape[0], T, T)
+    t, u = torch.broadcast_tensors(t, u)
+    dense[:, t[keep], u[keep]] = scores[:, keep]
+    return dense
 
 
 def chunk_queries(q: torch.Tensor, band: Band, T: int) -> torch.Tensor:
@@ -121,28 +147,3 @@ def pairs_dense(scores: torch.Tensor, schedule: Schedule, T: int) -> torch.Tenso
     letter = letters(i for idx in (*inputs, output) for i in idx)
     dense = torch.einsum(einsum_string(inputs, output, letter), scores, *eyes)
     return dense.reshape(scores.shape[0], T, T)
-
-
-def nested_dense(scores: torch.Tensor, schedule: Schedule, T: int, depth: int) -> torch.Tensor:
-    """One depth of a NESTED_BLOCKS schedule -> B x T x T: s[n, g, h, r, w, v] scores query
-    block (g, h) against its sibling (g, (h + r + 1) mod |h|); the finest depth s[n, g, w, v] its own block."""
-    n = scores.shape[0]
-    blocks = schedule.nesting.blocks
-    if depth == len(blocks):
-        return _finest(scores, T)
-    parents, children, _, width, _ = scores.shape[1:]
-    dense = scores.new_zeros(n, parents, children, width, parents, children, width)
-    g = torch.arange(parents)[:, None, None]
-    h = torch.arange(children)[None, :, None]
-    r = torch.arange(children - 1)[None, None, :]
-    dense[:, g, h, :, g, (h + r + 1) % children, :] = scores.permute(1, 2, 3, 0, 4, 5)
-    return dense.reshape(n, T, T)
-
-
-def _finest(scores: torch.Tensor, T: int) -> torch.Tensor:
-    """s[n, g, w, v] -> B x T x T: each block against itself."""
-    n, blocks, width, _ = scores.shape
-    dense = scores.new_zeros(n, blocks, width, blocks, width)
-    index = torch.arange(blocks)
-    dense[:, index, :, index, :] = scores.permute(1, 0, 2, 3)
-    return dense.reshape(n, T, T)

@@ -10,22 +10,21 @@ interpreter walks and the code generator renders without re-deriving anything
   block pattern, query chunks against key windows for a band, or the whole T x T then masked;
 * ``ONE_EINSUM`` (one level): the whole level along opt_einsum's path, the baseline no choice
   may exceed in FLOPs;
-* ``SHARED_PAIRS`` (several levels): terms with the same sequence pattern share one pair product
-  over their concatenated feature maps;
-* ``NESTED_BLOCKS`` (several levels): levels whose block counts nest (MLR) are scored per depth:
-  the pairs in the same block at level m but not at level m+1 take the first R_m channels of the
-  concatenated maps, so every pair is written once.
+* ``PARTITION`` (every level): each level's maps, concatenated, then the causal pairs grouped by
+  the levels that cover them and cut into batched attention calls (``runtime.tiling.partition``,
+  the calls a generated module runs): each pair scored once, with its levels' channels.
 
-A cost model (an argument, ``Balanced(beta)`` by default) estimates each candidate; the choice is
-the lowest estimate among the candidates with no more FLOPs than opt_einsum's path, ties to the
-fused (feature-map) form. Scales are applied where the maps are concatenated, or after the pair
-product, and count no FLOPs (as ``torch.utils.flop_counter`` counts them).
+A cost model (an argument, ``Balanced(beta)`` by default) estimates each one-level candidate;
+a level's maps are those of its cheapest feature-map candidate within opt_einsum's FLOPs (one
+split for all the levels of a loop), and the plan is those maps and the partition: what the
+generated module computes. The one-level candidates stay in the plan as the alternatives it
+was measured against. Scales are applied where the maps are concatenated and count no FLOPs
+(as ``torch.utils.flop_counter`` counts them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from enum import Enum
 from functools import lru_cache
 
 from .network import best_path, contraction_flops, splits
+from .runtime.tiling import Call, Pattern, call_pairs, partition
 from .structure import FrozenMap, Instance, Level
 
 ITEMSIZE = 4  # bytes of a float32, the dtype the costs of bytes assume
@@ -43,8 +43,7 @@ class Kind(Enum):
 
     FEATURE_MAPS = "feature maps"
     ONE_EINSUM = "one einsum"
-    SHARED_PAIRS = "shared pair product"
-    NESTED_BLOCKS = "nested blocks"
+    PARTITION = "partition"
 
 
 class Layout(Enum):
@@ -53,18 +52,17 @@ class Layout(Enum):
     PAIRS = "pairs"  # every entry a scored pair; block indices shared by both sides (block-batched)
     MASKED = "masked"  # the whole T x T (a copy of each block index per side), the pattern applied after
     BAND = "band"  # query chunks against their key windows (see Band)
-    NESTED = "nested"  # one score tensor per depth (see Nesting)
+    TILED = "tiled"  # one score tensor per batched attention call (see Tiling)
 
 
 class Op(Enum):
-    """What a step does. Only CONTRACT does arithmetic; the others move data."""
+    """What a step does. CONTRACT and ATTEND do arithmetic; the others move data."""
 
     CONTRACT = "contract"  # an einsum of the inputs
     CHUNK = "chunk"  # q[n, t, ...] -> q[n, c, t', ...]: queries in chunks, zero-padded at the end
     WINDOW = "window"  # k[n, u, ...] -> k[n, c, v, ...]: each chunk's keys, zeros off the sequence
     CONCAT = "concat"  # maps [n, seq..., channels...] -> [n, s, c]: flattened, scaled, concatenated
-    SLICE = "slice"  # [n, s, c] -> [n, s, c']: the first |c'| channels
-    SIBLINGS = "siblings"  # k[n, g, h, w, c] -> k[n, g, h, r, w, c]: block (h + r + 1) mod |h| of each parent
+    ATTEND = "attend"  # q[n, s, c], k[n, s, c] -> the logits of one batched call of a Tiling
 
 
 class Part(Enum):
@@ -93,7 +91,8 @@ class Tensor:
 class Step:
     """One operation of a schedule, the level it serves (0: several) and the part it belongs to.
 
-    ``scales`` (CONCAT) multiply each input; ``axis`` (SIBLINGS) is the child-block axis of the input.
+    ``scales`` (CONCAT) multiply each input; ``call`` (ATTEND) is the position of its call in the
+    schedule's tiling.
     """
 
     op: Op
@@ -103,7 +102,7 @@ class Step:
     part: Part
     level: int = 0
     scales: tuple[float, ...] = ()
-    axis: int = 0
+    call: int = 0
 
     def written(self) -> str:
         verb = "" if self.op is Op.CONTRACT else f"{self.op.value}: "
@@ -126,13 +125,17 @@ class Band:
 
 
 @dataclass(frozen=True)
-class Nesting:
-    """The depths of a NESTED_BLOCKS schedule: level numbers coarse to fine, their block counts,
-    and R_m, the channels that score a pair at depth m (the first R_m of the concatenated maps)."""
+class Tiling:
+    """The causal pairs of a PARTITION schedule as batched attention calls (``runtime.tiling``):
+    the levels' run-time patterns, their query/key channels, and the calls."""
 
-    levels: tuple[int, ...]
-    blocks: tuple[int, ...]
-    channels: tuple[int, ...]
+    patterns: tuple[Pattern, ...]
+    widths: tuple[int, ...]
+    calls: tuple[Call, ...]
+
+    def channels(self, call: Call) -> int:
+        """The channels a call scores its pairs with: its levels'."""
+        return sum(self.widths[level] for level in call.levels)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ class Schedule:
     sequence: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # query and key sequence indices of the scores
     renamed: tuple[tuple[str, str], ...] = ()
     band: Band | None = None
-    nesting: Nesting | None = None
+    tiling: Tiling | None = None
+    split: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # FEATURE_MAPS: the factors on each side
     interfaces: tuple[tuple[int, tuple[str, ...]], ...] = ()  # (level, indices its pairs contract)
     estimate: float = 0.0  # set by the cost model
 
@@ -189,9 +193,8 @@ class Schedule:
 
     @property
     def bytes(self) -> int:
-        """Bytes every step reads and writes, in float32 (a SLICE is a view: it moves none)."""
-        moved = (self.elements(t) for s in self.steps if s.op is not Op.SLICE for t in (*s.inputs, s.output))
-        return ITEMSIZE * sum(moved)
+        """Bytes every step reads and writes, in float32."""
+        return ITEMSIZE * sum(self.elements(t) for s in self.steps for t in (*s.inputs, s.output))
 
     def elements(self, tensor: Tensor) -> int:
         return math.prod(self.sizes[i] for i in tensor.indices)
@@ -255,7 +258,7 @@ class Plan:
     batch: int
     levels: tuple[LevelPlan, ...]
     schedules: tuple[Schedule, ...]
-    groups: tuple[Schedule, ...] = ()  # the multi-level candidates considered
+    maps: tuple[Schedule, ...] = ()  # each level's map schedule (its feature-map candidate the plan uses)
     cost: Balanced = DEFAULT_COST
 
     @property
@@ -308,18 +311,37 @@ def plan(instance: Instance, batch: int = 1, cost: Balanced = DEFAULT_COST) -> P
     True
     """
     levels = tuple(plan_level(level, instance.T, batch, cost) for level in instance.levels)
-    groups = ranked((g for kind in GROUP_KINDS.values() for g in kind(levels, instance.T, batch)), cost)
-    chosen: dict[int, Schedule] = {lp.level.number: lp.chosen for lp in levels}
-    for group in groups:  # cheapest first; a group replaces its levels' own choices when it saves
-        if any(chosen.get(n) is None or chosen[n].levels != (n,) for n in group.levels):
-            continue
-        alone = [chosen[n] for n in group.levels]
-        baseline = sum(levels[n - 1].opt_einsum.flops for n in group.levels)
-        if group.flops <= baseline and group.estimate < sum(s.estimate for s in alone):
-            for n in group.levels:
-                chosen[n] = group
-    schedules = tuple(dict.fromkeys(chosen[lp.level.number] for lp in levels))
-    return Plan(instance, batch, levels, schedules, tuple(groups), cost)
+    maps = term_maps(levels)
+    attended = tiled(levels, maps, instance.T, batch)
+    chosen = (dataclasses.replace(attended, estimate=cost(attended)),)
+    return Plan(instance, batch, levels, chosen, tuple(maps[lp.level.number] for lp in levels), cost)
+
+
+def term_maps(levels: tuple[LevelPlan, ...]) -> dict[int, Schedule]:
+    """Each level's maps: its cheapest feature-map candidate within opt_einsum's FLOPs, with one
+    split of the factors for all the levels of a term (a loop's levels share one rendering)."""
+    chosen: dict[int, Schedule] = {}
+    terms: dict[int, list[LevelPlan]] = {}
+    for lp in levels:
+        terms.setdefault(lp.level.term, []).append(lp)
+    for members in terms.values():
+        common = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
+        best = min(common, key=lambda split: sum(by_split(lp, split).estimate for lp in members))
+        chosen.update({lp.level.number: by_split(lp, best) for lp in members})
+    return chosen
+
+
+def feature_maps(lp: LevelPlan) -> list[Schedule]:
+    """The level's feature-map candidates within opt_einsum's FLOPs (every level has one: the
+    split that puts all factors on one side never costs more), cheapest first."""
+    return [s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS and s.flops <= lp.opt_einsum.flops] or [
+        s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS
+    ]
+
+
+def by_split(lp: LevelPlan, split) -> Schedule:
+    """The level's cheapest feature-map candidate with this split of its factors."""
+    return next(s for s in feature_maps(lp) if s.split == split)
 
 
 @lru_cache(maxsize=4096)
@@ -339,7 +361,6 @@ def plan_level(level: Level, T: int, batch: int, cost: Balanced = DEFAULT_COST) 
 # Candidate kinds: a new kind is one registered function
 
 LEVEL_KINDS: dict[Kind, Callable[[LevelNetwork], Iterable[Schedule]]] = {}
-GROUP_KINDS: dict[Kind, Callable[[tuple[LevelPlan, ...], int, int], Iterable[Schedule]]] = {}
 
 
 def _registrar(table: dict, what: str):
@@ -355,7 +376,6 @@ def _registrar(table: dict, what: str):
 
 
 level_kind = _registrar(LEVEL_KINDS, "one level's candidate schedules")
-group_kind = _registrar(GROUP_KINDS, "candidate schedules spanning several levels")
 
 
 @level_kind(Kind.ONE_EINSUM)
@@ -528,6 +548,7 @@ class LevelNetwork:
                     sequence=(self.query_seq, key_seq),
                     renamed=tuple(copies.items()),
                     interfaces=interface,
+                    split=(tuple(query_ids), tuple(key_ids)),
                 )
             )
         if self.level.band is not None:
@@ -553,7 +574,8 @@ class LevelNetwork:
             ]
             name = f"{label}, band in chunks of {chunk}"
             found.append(
-                self.schedule(Kind.FEATURE_MAPS, name, steps, Layout.BAND, sizes, band=band, interfaces=interface)
+                self.schedule(Kind.FEATURE_MAPS, name, steps, Layout.BAND, sizes, band=band, interfaces=interface,
+                              split=(tuple(query_ids), tuple(key_ids)))  # fmt: skip
             )
         return found
 
@@ -562,12 +584,7 @@ class LevelNetwork:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kinds that span levels
-
-
-def pair_ready(lp: LevelPlan) -> Schedule | None:
-    """The level's cheapest feature-map schedule whose pairs are every entry (PAIRS layout)."""
-    return next((s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS and s.layout is Layout.PAIRS), None)
+# The partition: every level's pairs as batched attention calls
 
 
 def member_maps(schedule: Schedule, number: int) -> tuple[list[Step], Tensor, Tensor]:
@@ -588,123 +605,37 @@ def member_maps(schedule: Schedule, number: int) -> tuple[list[Step], Tensor, Te
     return steps, own(q), own(k)
 
 
-def concatenated_maps(members: list[tuple[LevelPlan, Schedule]], T: int, batch: int):
-    """The members' map steps, then one CONCAT per side into q[n, s, c] and k[n, s, c] (each
-    level's scale folded into its query map). Returns the steps, q, k, the sizes, the channels."""
+def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batch: int) -> Schedule:
+    """Every level's maps, concatenated (each level's scale folded into its query channels), then
+    one ATTEND step per call of the partition of the causal pairs by the levels that cover them."""
     steps: list[Step] = []
     ends: tuple[list[Tensor], list[Tensor]] = ([], [])
     sizes: dict[str, int] = {}
-    channels = []
-    for lp, schedule in members:
-        number = lp.level.number
+    widths = []
+    for lp in levels:
+        number, schedule = lp.level.number, maps[lp.level.number]
         own_steps, q, k = member_maps(schedule, number)
         steps += own_steps
         ends[0].append(q)
         ends[1].append(k)
         sizes.update({f"{i}@{number}": size for i, size in schedule.sizes.items()})
-        channels.append(math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[number]))
-    sizes.update({"n": batch, "s": T, "c": sum(channels)})
+        widths.append(math.prod(schedule.sizes[i] for i in dict(schedule.interfaces)[number]))
+    sizes.update({"n": batch, "s": T, "c": sum(widths)})
     q, k = Tensor("q", ("n", "s", "c")), Tensor("k", ("n", "s", "c"))
-    scales = tuple(lp.level.scale for lp, _ in members)
-    steps.append(Step(Op.CONCAT, tuple(ends[0]), q, 0, Part.QUERY, 0, scales))
-    steps.append(Step(Op.CONCAT, tuple(ends[1]), k, 0, Part.KEY, 0, (1.0,) * len(members)))
-    return steps, q, k, sizes, channels
-
-
-def _interfaces(members) -> tuple:
-    return tuple(
-        (lp.level.number, tuple(f"{i}@{lp.level.number}" for i in dict(s.interfaces)[lp.level.number]))
-        for lp, s in members
-    )
-
-
-@group_kind(Kind.SHARED_PAIRS)
-def shared_pairs(levels: tuple[LevelPlan, ...], T: int, batch: int) -> Iterable[Schedule]:
-    """Levels with the same block pattern (no band) share one pair product over concatenated maps."""
-    by_pattern: dict[int, list[tuple[LevelPlan, Schedule]]] = {}
-    for lp in levels:
-        schedule = pair_ready(lp)
-        if lp.level.band is None and schedule is not None:
-            by_pattern.setdefault(lp.level.blocks, []).append((lp, schedule))
-    for blocks, members in by_pattern.items():
-        if len(members) < 2:
-            continue
-        steps, q, k, sizes, _ = concatenated_maps(members, T, batch)
-        sizes.update({"g": blocks, "t": T // blocks, "u": T // blocks})
-        qb = Tensor("q", ("n", "g", "t", "c"))
-        kb = Tensor("k", ("n", "g", "u", "c"))
-        steps.append(product(qb, kb, ("n", "g", "t", "u"), "s", sizes))
-        numbers = tuple(lp.level.number for lp, _ in members)
-        name = f"shared pair product of levels {', '.join(map(str, numbers))}" + (
-            ", block-batched" if blocks > 1 else ""
-        )
-        yield Schedule(
-            Kind.SHARED_PAIRS,
-            name,
-            numbers,
-            tuple(steps),
-            Layout.PAIRS,
-            FrozenMap(sizes),
-            (steps[-1].output,),
-            (1.0,),
-            (("g", "t"), ("g", "u")),
-            interfaces=_interfaces(members),
-        )
-
-
-@group_kind(Kind.NESTED_BLOCKS)
-def nested_blocks(levels: tuple[LevelPlan, ...], T: int, batch: int) -> Iterable[Schedule]:
-    """Levels whose block counts nest (each divides the next, coarse to fine) scored per depth."""
-    chain: list[tuple[LevelPlan, Schedule]] = []
-    for lp in sorted(levels, key=lambda lp: lp.level.blocks):
-        schedule = pair_ready(lp)
-        if lp.level.band is not None or schedule is None:
-            continue
-        if chain and (lp.level.blocks == chain[-1][0].level.blocks or lp.level.blocks % chain[-1][0].level.blocks):
-            continue
-        chain.append((lp, schedule))
-    if len(chain) < 2:
-        return
-    steps, q, k, sizes, channels = concatenated_maps(chain, T, batch)
-    blocks = [lp.level.blocks for lp, _ in chain]
-    prefix = list(itertools.accumulate(channels))
+    steps.append(Step(Op.CONCAT, tuple(ends[0]), q, 0, Part.QUERY, 0, tuple(lp.level.scale for lp in levels)))
+    steps.append(Step(Op.CONCAT, tuple(ends[1]), k, 0, Part.KEY, 0, (1.0,) * len(levels)))
+    patterns = tuple(lp.level.pattern.at(T) for lp in levels)
+    tiling = Tiling(patterns, tuple(widths), partition(T, patterns))
     scores = []
-    for depth, (p, R) in enumerate(zip(blocks, prefix), 1):
-        c = f"c{depth}"
-        sizes[c] = R
-        qm, km = Tensor(f"q{depth}", ("n", "s", c)), Tensor(f"k{depth}", ("n", "s", c))
-        if R < sizes["c"]:
-            steps += [Step(Op.SLICE, (q,), qm, 0, Part.PAIRS), Step(Op.SLICE, (k,), km, 0, Part.PAIRS)]
-        else:
-            qm, km = Tensor("q", ("n", "s", c)), Tensor("k", ("n", "s", c))
-        g, h, w, r, v = (f"{name}{depth}" for name in ("g", "h", "w", "r", "v"))
-        if depth < len(blocks):  # pairs in one block at this depth, in different blocks one deeper
-            children = blocks[depth] // p
-            sizes.update({g: p, h: children, w: T // blocks[depth], r: children - 1, v: T // blocks[depth]})
-            qd = Tensor(qm.name, ("n", g, h, w, c))
-            siblings = Tensor(f"{km.name}s", ("n", g, h, r, v, c))
-            steps.append(Step(Op.SIBLINGS, (Tensor(km.name, ("n", g, h, v, c)),), siblings, 0, Part.PAIRS, axis=2))
-            steps.append(product(qd, siblings, ("n", g, h, r, w, v), f"s{depth}", sizes))
-        else:  # the finest blocks score their own pairs with every channel
-            sizes.update({g: p, w: T // p, v: T // p})
-            steps.append(
-                product(
-                    Tensor(qm.name, ("n", g, w, c)), Tensor(km.name, ("n", g, v, c)), ("n", g, w, v), f"s{depth}", sizes
-                )
-            )
-        scores.append(steps[-1].output)
-    numbers = tuple(lp.level.number for lp, _ in chain)
-    nesting = Nesting(numbers, tuple(blocks), tuple(prefix))
-    name = f"nested blocks over levels {', '.join(map(str, numbers))} (per depth, prefix channels)"
-    yield Schedule(
-        Kind.NESTED_BLOCKS,
-        name,
-        numbers,
-        tuple(steps),
-        Layout.NESTED,
-        FrozenMap(sizes),
-        tuple(scores),
-        (1.0,) * len(scores),
-        nesting=nesting,
-        interfaces=_interfaces(chain),
-    )
+    for n, call in enumerate(tiling.calls):
+        g, t, u = f"g{n}", f"t{n}", f"u{n}"
+        sizes.update({g: call.queries.count, t: call.queries.length, u: call.keys.length})
+        output = Tensor(f"s{n}", ("n", g, t, u))
+        flops = 2 * batch * call_pairs(call) * tiling.channels(call)
+        steps.append(Step(Op.ATTEND, (q, k), output, flops, Part.PAIRS, call=n))
+        scores.append(output)
+    numbers = tuple(lp.level.number for lp in levels)
+    interfaces = tuple((n, tuple(f"{i}@{n}" for i in dict(maps[n].interfaces)[n])) for n in numbers)
+    return Schedule(Kind.PARTITION, f"{len(tiling.calls)} batched attention calls over the levels' maps", numbers,
+                    tuple(steps), Layout.TILED, FrozenMap(sizes), tuple(scores), (1.0,) * len(scores),
+                    tiling=tiling, interfaces=interfaces)  # fmt: skip

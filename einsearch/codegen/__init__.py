@@ -12,6 +12,7 @@ from __future__ import annotations
 import keyword
 import linecache
 import re
+import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,7 @@ SECTIONS = (
     ("attention.py", "The kernel layer: attention over a partition, and decoding"),
 )
 SAME_FILE = "# generated modules: same file"  # a runtime import of another runtime file: dropped when pasted
-TOP_IMPORTS = ("from __future__ import annotations", "import math", "from typing import NamedTuple", "import torch",
-               "import torch.nn.functional as F", "from torch import nn")  # fmt: skip
+CLASS_IMPORTS = ("import math", "from typing import NamedTuple", "import torch", "from torch import nn")  # the class's own
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         undefined=jinja2.StrictUndefined,
     )
     env.filters["prefix"] = lambda text, before: before + text
+    env.filters["wrap"] = lambda text: textwrap.fill(" ".join(text.split()), 88) + "\n"
     env.filters["suffix"] = lambda text, after: text + after
     capped = research.rms_cap
     env.globals.update(score_init=_score_init(research.logit_scale), statements=statements,
@@ -147,10 +148,10 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "source_lines": _source_lines(instance),
         "sizes_text": _sizes_text(instance),
         "desc": desc,
-        "plan_lines": _plan_lines(compiled, instance),
-        "calls": 0,
+        "plan_lines": _plan_lines(desc.plan),
+        "calls": len(desc.plan.schedules[0].tiling.calls),
         "flops": desc.flops.score,
-        "cache_text": "",
+        "cache_text": _cache_text(desc.plan, heads),
         "renamed": ", ".join(f"{k} -> {v}" for k, v in compiled.renamed.items()),
         "compiled": compiled,
         "D": instance.D,
@@ -160,6 +161,7 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "capped_lines": _capped_lines(compiled),
         "research": research,
         "runtime": runtime_sections(),
+        "imports": imports(),
     }
     return env.get_template("module.py.jinja").render(context)
 
@@ -179,8 +181,38 @@ def _sizes_text(instance: Instance) -> str:
     return ", ".join(values)
 
 
-def _plan_lines(compiled: Compiled, instance: Instance) -> list[str]:
-    return []
+def _plan_lines(plan) -> list[str]:
+    """Each score line's maps as the plan splits its factors: ``x[t, i] Q[i, r] ...: q: Q | k: K``."""
+    found: dict[int, str] = {}
+    for schedule in plan.maps:
+        level = plan.instance.levels[schedule.levels[0] - 1]
+        if level.term in found:
+            continue
+        names = [[level.operands[i].name for i in side] for side in schedule.split]
+        if level.loop_value is not None:
+            names = [[n.rsplit("_", 1)[0] for n in side] for side in names]
+        sides = ["q: " + (" ".join(names[0]) or "x"), "k: " + (" ".join(names[1]) or "x")]
+        found[level.term] = f"{_written(level)}  ->  {' | '.join(sides)}"
+    return list(found.values())
+
+
+def _written(level) -> str:
+    """The level as the structure writes it, without a loop's suffixes."""
+    text = level.written()
+    if level.loop_value is not None:
+        text = re.sub(rf"_{level.loop_value}\[", "[", text)
+    return text
+
+
+def _cache_text(plan, heads: int) -> str:
+    """The decoding cache's bytes per token at the generated sizes (float32, all heads)."""
+    from ..runtime.tiling import cache_elements
+
+    T, D = plan.instance.T, plan.instance.D
+    tiling = plan.schedules[0].tiling
+    per_token = -(-4 * heads * cache_elements(tiling.patterns, tiling.widths, D // heads, T) // T)
+    return (f"Decoding cache: at most {per_token:,} bytes per token of a {T}-token context (float32, all heads): "
+            "each level keeps only the keys later queries can still reach.")
 
 
 def _fused_lines(compiled: Compiled, single: bool) -> list:
@@ -283,6 +315,24 @@ def statements(items: list, indent: str) -> str:
         code, comment = item if isinstance(item, tuple) else (item, "")
         laid += laid_out(indent, code, comment)
     return "\n".join(laid)
+
+
+def imports() -> list[list[str]]:
+    """The file's imports, once each, in ruff's order: the standard library's, then torch's."""
+    found = set(CLASS_IMPORTS)
+    for filename, _ in SECTIONS:
+        found |= {line for line in (RUNTIME / filename).read_text().splitlines()
+                  if line.startswith(("import ", "from ")) and not line.endswith(SAME_FILE)}  # fmt: skip
+    merged: dict[tuple[str, str], set[str]] = {}
+    for line in found:
+        words = line.split()
+        key = ("import", line) if words[0] == "import" else ("from", words[1])
+        merged.setdefault(key, set()).update(w.strip(",") for w in words[3:] if words[0] == "from")
+    groups: list[list[str]] = [[], []]
+    for (kind, module), names in sorted(merged.items(), key=lambda item: (item[0][0] == "from", item[0][1])):
+        line = module if kind == "import" else f"from {module} import {', '.join(sorted(names))}"
+        groups[line.split()[1].split(".")[0] == "torch"].append(line)
+    return groups
 
 
 def runtime_sections() -> list[Section]:

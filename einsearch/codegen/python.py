@@ -51,8 +51,8 @@ class Names:
         return self.fixed[name]
 
     def renamed(self) -> dict[str, str]:
-        """The DSL names that changed."""
-        return {k: v for k, v in self.fixed.items() if k != v}
+        """The DSL names that gained a ``_`` (not an index read as its size's symbol)."""
+        return {k: v for k, v in self.fixed.items() if k != v and v.rstrip("_") == k}
 
 
 def python(expr: Expr, names: Names) -> str:

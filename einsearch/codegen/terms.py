@@ -576,8 +576,6 @@ class Letters:
 
 
 def instance_schedules(plan) -> dict[int, Schedule]:
-    """Each level's map schedule in a plan (the cheapest feature-map candidate)."""
-    from ..planner import Kind
-
-    return {lp.level.number: next(s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS) for lp in plan.levels}
+    """Each level's map schedule in a plan."""
+    return {schedule.levels[0]: schedule for schedule in plan.maps}
 

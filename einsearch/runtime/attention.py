@@ -38,7 +38,6 @@ def attention(
     widths: "tuple[int, ...]",
     *,
     dropout_p: float = 0.0,
-    training: bool = False,
 ) -> torch.Tensor:
     """Causal attention whose pair (t, u) is scored by the levels whose pattern covers it.
 
@@ -46,14 +45,13 @@ def attention(
     level l (summing to C), each level's logit scale folded into q. v: (B, H, T, Dv). The logit of
     u <= t is the sum over covering levels of their channels' dot product; a key no level covers
     is masked, and a query with no key gets a zero output. Returns (B, H, T, Dv); dropout applies
-    to the attention probabilities when ``training``.
+    to the attention probabilities (pass 0 outside training, as with SDPA).
     """
     patterns, widths = tuple(Pattern(*p) for p in patterns), tuple(widths)
     _check(q, k, v, patterns, widths)
-    dropout = dropout_p if training else 0.0
-    kernel = _kernel_for(q, dropout)
+    kernel = _kernel_for(q, dropout_p)
     if kernel is None:
-        return _plain(q, k, v, patterns, widths, dropout)
+        return _plain(q, k, v, patterns, widths, dropout_p)
     return _Fused.apply(q, k, v, patterns, widths, kernel)
 
 
