@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from einsearch import icr
+from einsearch.experiments import icr
 
 SETTINGS = {"d": 16, "layers": 4, "steps": 1500, "batch": 64, "lr": 3e-3, "base_width": 32, "warmup": 0.05,
             "test_prompts": 1000, "seed": 0, "log_every": 50}  # fmt: skip

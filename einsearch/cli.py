@@ -462,7 +462,7 @@ def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layer
       einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --json
     """
     try:
-        from . import icr
+        from .experiments import icr
     except ImportError as err:
         fail(f"experiment icr needs PyTorch ({err}): pip install torch")
     if any(arg == "--T" or arg.startswith("--T=") for arg in ctx.args):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from einsearch import icr
+from einsearch.experiments import icr
 from einsearch.cli import main
 
 TINY = {"d": 4, "width": 16, "layers": 1, "heads": 2, "batch": 32, "test_prompts": 64, "log_every": 1}

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .structure import Instance
+    from ..structure import Instance
 
 TEST_SEED = 20_250_717  # the fixed test set: the same prompts for every run and seed
 ENCODINGS = ("paired", "interleaved")
@@ -184,8 +184,8 @@ def normalised_errors(predictions: torch.Tensor, y: torch.Tensor) -> list[float]
 
 def resolve(structure: str, options: dict[str, Any], config: Config) -> Instance:
     """The structure with T = the prompt length and D = the width (EinsearchError if it does not fit)."""
-    from . import load
-    from .errors import OptionError
+    from .. import load
+    from ..errors import OptionError
 
     for fixed in ("T", "D"):
         if fixed in options:
@@ -196,8 +196,8 @@ def resolve(structure: str, options: dict[str, Any], config: Config) -> Instance
 
 def attention_class(instance: Instance, heads: int) -> type[nn.Module]:
     """The class of the module ``einsearch.generate`` writes for ``instance``."""
-    from . import generate
-    from .codegen import attention_class as loaded
+    from .. import generate
+    from ..codegen import attention_class as loaded
 
     return loaded(generate(instance, heads=heads))
 
@@ -384,7 +384,7 @@ class Result:
 
 def describe_structure(instance: Instance, heads: int) -> dict:
     """What ``einsearch describe`` says of one head of the attention (per layer)."""
-    from . import describe
+    from .. import describe
 
     desc = describe(instance)
     names = [d.name for d in instance.structure.options] if instance.structure is not None else ["T", "D"]

@@ -1,0 +1,1 @@
+"""Small training experiments with generated attention modules (``einsearch experiment ...``)."""
