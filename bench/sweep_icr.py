@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from einsearch.experiments import icr
-from einsearch.experiments.settings import IcrConfig
+from einsearch.experiments.settings import IcrConfig, scaled_structure
 from einsearch.report import icr_sweep_table
 
 SETTINGS = {"d": 16, "layers": 4, "steps": 1500, "batch": 64, "lr": 3e-3, "base_width": 32, "warmup": 0.05,
@@ -51,20 +51,10 @@ SETTINGS = {"d": 16, "layers": 4, "steps": 1500, "batch": 64, "lr": 3e-3, "base_
 WIDTHS = (32, 64)
 
 
-def scaled_structure(name: str, scale: str, folder: Path) -> str:
-    """A catalog structure's file with ``scale`` added to its score line, written into ``folder``."""
-    from einsearch.catalog import catalog_dir
-
-    text = (catalog_dir() / f"{name}.ein").read_text()
-    lines = [f"{line}  scale {scale}" if line.startswith("score") else line for line in text.splitlines()]
-    path = folder / f"{name}-scaled.ein"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def scaled_runs(width: int, folder: Path) -> list[tuple[str, str, int, dict]]:
     """The ``--scaled`` runs: lowrank and btt with unit-scale logits at init."""
-    lowrank, btt = scaled_structure("lowrank", "1/sqrt(r)", folder), scaled_structure("btt", "1/sqrt(D)", folder)
+    lowrank = scaled_structure("lowrank", ("1/sqrt(r)",), folder)
+    btt = scaled_structure("btt", ("1/sqrt(D)",), folder)
     return [
         ("lowrank, 8 heads, r = D/8, scale 1/sqrt(r)", lowrank, 8, {"r": width // 8}),
         ("lowrank, 1 head, r = D, scale 1/sqrt(D)", lowrank, 1, {"r": width}),

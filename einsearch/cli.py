@@ -430,7 +430,7 @@ def training_options(config: type) -> Callable:
         click.option("--layers", default=d.layers, show_default=True, type=positive, help="Pre-LN blocks."),
         click.option("--heads", default=d.heads, show_default=True, type=positive, help="Attention heads."),
         click.option("--steps", default=d.steps, show_default=True, type=positive, help="Training steps."),
-        click.option("--batch", default=d.batch, show_default=True, type=positive, help="Sequences (prompts) per step."),
+        click.option("--batch", default=d.batch, show_default=True, type=positive, help="Sequences per step."),
         click.option(
             "--lr",
             default=d.lr,

@@ -420,13 +420,13 @@ def lm_text(payload: dict) -> str:
 def lm_sweep_table(runs: list[tuple[str, dict]]) -> str:
     """One row per labelled run of a language-modelling sweep: its size, costs and losses."""
     head = ["D", "heads", "structure", "seed", "params (blocks)", "forward FLOPs / token (analyzer)",
-            "FlopCounterMode", "train PFLOPs", "characters/s", "train loss", "validation loss"]  # fmt: skip
+            "FlopCounterMode", "train TFLOPs", "characters/s", "train loss", "validation loss"]  # fmt: skip
     rows = []
     for label, run in runs:
         c, flops = run["config"], run["flops_per_token"]
         rows.append([str(c["width"]), str(c["heads"]), label, str(c["seed"]), f"{run['non_embedding_params']:,}",
                      number(round(flops["analyzer"]["per_token"])), number(round(flops["flop_counter"])),
-                     f"{run['train_flops'] / 1e15:.3f}", f"{run['tokens_per_second']:,.0f}",
+                     f"{run['train_flops'] / 1e12:.2f}", f"{run['tokens_per_second']:,.0f}",
                      f"{run['losses'][-1][1]:.4f}", f"{run['validation_loss']:.4f}"])  # fmt: skip
     return markdown_table(head, rows)
 

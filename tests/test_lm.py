@@ -117,33 +117,35 @@ def test_param_groups_follow_mup_and_hold_every_parameter_once(text):
 
 
 BAD = [
-    (["--structure", "lowrank", "--heads", "3"], "--heads"),
-    (["--structure", "lowrank", "--T", "1"], "--T"),
-    (["--structure", "mlr", "--T", "100"], "--T"),  # 8 levels do not fit T = 100
-    (["--structure", "lowrank", "--r", "x"], "--r"),
-    (["--structure", "lowrank", "--T", "1000000"], "GiB of memory"),
-    (["--structure", "lowrank", "--out", "{file}/run"], "not a directory"),
-    (["--structure", "lowrank", "--out", "{file}"], "not a directory"),
-    (["--structure", "lowrank", "--plot", "{folder}"], "is a directory"),
-    (["--structure", "lowrank", "--plot", "{folder}/missing/loss.png"], "not a directory"),
+    ("lm", ["--structure", "lowrank", "--heads", "3"], "--heads"),
+    ("lm", ["--structure", "lowrank", "--T", "1"], "--T"),
+    ("lm", ["--structure", "mlr", "--T", "100"], "--T"),  # 8 levels do not fit T = 100
+    ("lm", ["--structure", "lowrank", "--r", "x"], "--r"),
+    ("lm", ["--structure", "lowrank", "--T", "1000000"], "GiB of memory"),
+    ("lm", ["--structure", "lowrank", "--out", "{file}/run"], "not a directory"),
+    ("lm", ["--structure", "lowrank", "--out", "{file}"], "not a directory"),
+    ("lm", ["--structure", "lowrank", "--plot", "{folder}"], "is a directory"),
+    ("lm", ["--structure", "lowrank", "--plot", "{folder}/missing/loss.png"], "not a directory"),
+    ("icr", ["--structure", "lowrank", "--d-input", "100000"], "GiB of memory"),
+    ("icr", ["--structure", "lowrank", "--out", "{file}"], "not a directory"),
+    ("icr", ["--structure", "lowrank", "--T", "8"], "prompt length"),
 ]
 
 
 def test_bad_arguments_and_outputs_exit_2_before_torch_is_imported(tmp_path):
     """Every case in a fresh interpreter that never imports torch: the errors come first."""
     (tmp_path / "file").write_text("")
-    cases = [[arg.format(file=tmp_path / "file", folder=tmp_path) for arg in args] for args, _ in BAD]
+    cases = [[name, *(arg.format(file=tmp_path / "file", folder=tmp_path) for arg in args)] for name, args, _ in BAD]
     script = (
         "import json, sys\nfrom click.testing import CliRunner\nfrom einsearch.cli import main\n"
-        f"results = [CliRunner().invoke(main, ['experiment', 'lm', *args]) for args in {cases!r}]\n"
+        f"results = [CliRunner().invoke(main, ['experiment', *args]) for args in {cases!r}]\n"
         "print(json.dumps([[r.exit_code, r.output] for r in results] + ['torch' in sys.modules]))\n"
     )
-    answers = json.loads(
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    answers = json.loads(run.stdout)
     assert answers.pop() is False
-    for (code, output), (args, message) in zip(answers, BAD):
-        assert code == 2 and message in output and "Traceback" not in output, (args, output)
+    for (code, output), (name, args, message) in zip(answers, BAD):
+        assert code == 2 and message in output and "Traceback" not in output, (name, args, output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
 
 

@@ -53,7 +53,7 @@ from torch import nn
 
 from ..structure import Instance
 from .settings import IcrConfig
-from .training import OnStep, attention_class, blocks_of, deterministic, fit, mup_param_groups, structure_summary
+from .training import OnStep, attention_class, blocks_of, describe_structure, deterministic, fit, mup_param_groups
 
 TEST_SEED = 20_250_717  # the fixed test set: the same prompts for every run and seed
 RESEARCH = {
@@ -270,7 +270,7 @@ def train(
 ) -> Result:
     """Train and evaluate one model; ``on_step(step, loss)`` after every step (for a progress bar)."""
     instance, model = build(config, instance, attention)
-    structure = structure_summary(instance, config.heads)
+    structure = describe_structure(instance, config.heads)
     with deterministic(config.threads):
         forward_flops = count_forward_flops(model, config)
         test = held_out_prompts(config)

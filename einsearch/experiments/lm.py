@@ -51,10 +51,10 @@ from .training import (
     blocks_flops,
     blocks_of,
     counted_flops,
+    describe_structure,
     deterministic,
     fit,
     mup_param_groups,
-    structure_summary,
 )
 
 ROWS = 1024  # rows of the T x T pair grid counted at once (bounds the memory of ``causal_pairs``)
@@ -251,7 +251,7 @@ def train(
         validation = evaluate(model, windows, config.batch)
     blocks = sum(p.numel() for p in model.blocks.parameters())
     params = sum(p.numel() for p in model.parameters())
-    return Result(config, structure_summary(instance, config.heads), text.to_dict(), params, blocks, flops, seconds,
+    return Result(config, describe_structure(instance, config.heads), text.to_dict(), params, blocks, flops, seconds,
                   losses, validation)  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import OptionError
@@ -228,3 +229,20 @@ def check_memory(need: int, limit: int | None = None) -> None:
 
 def gigabytes(count: int) -> str:
     return f"{count / 2**30:,.1f} GiB"
+
+
+def scaled_structure(name: str, scales: tuple[str, ...], folder: Path) -> str:
+    """A catalog structure's file with a logit scale added to each score line in turn (``scales``:
+    DSL expressions such as ``8/r``), written into ``folder``; its path. For logit conventions the
+    catalog's file does not carry (standard attention's 1/sqrt(r), muP's 8/r)."""
+    from ..catalog import find
+
+    lines = Path(find(name).source).read_text().splitlines()
+    scores = [n for n, line in enumerate(lines) if line.lstrip().startswith("score")]
+    if len(scores) != len(scales):
+        raise OptionError(None, f"{name} has {len(scores)} score lines; {len(scales)} scales given")
+    for n, scale in zip(scores, scales):
+        lines[n] += f"  scale {scale}"
+    path = folder / f"{name}-scaled.ein"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

@@ -169,7 +169,7 @@ def blocks_flops(counts: dict[str, int], model: nn.Module, blocks: int) -> int:
     return sum(counts.get(f"{name}.blocks.{i}", 0) for i in range(blocks))
 
 
-def structure_summary(instance: Instance, heads: int) -> dict:
+def describe_structure(instance: Instance, heads: int) -> dict:
     """What ``einsearch describe`` says of one head of the attention (per layer)."""
     from .. import describe
 
