@@ -1,6 +1,6 @@
 """Language-modelling sweep: validation loss against training compute, MLR against standard attention.
 
-    python bench/sweep_lm.py runs/lm            # the sweep: 16 runs, about 35 minutes on 2 CPU cores
+    python bench/sweep_lm.py runs/lm            # the sweep: 16 runs, about 32 minutes on 2 quiet CPU cores
     python bench/sweep_lm.py runs/lm-quick --quick   # every run for a few steps: a check that it all works
     python bench/sweep_lm.py runs/lm --only mlr --widths 64   # runs whose label contains a word
 
@@ -31,7 +31,9 @@ and adds heads with the width:
   others keep theirs: ranks ``23,2,2,2,2,1``; level l's logits scaled by 1/r_l (the catalog's).
 
 Runs go ``--workers`` at a time (2), one thread each; each is seeded and deterministic. The token
-budget was set from a measured step time so that the 16 runs take about 35 minutes on 2 cores.
+budget (500 steps of 16 x 256 characters) is set from measured step times so that the 16 runs
+take about 32 minutes on 2 quiet cores (docs/lm.md, "Budget"); the learning rate (1e-2 at base
+width 64) from pilot runs at D = 64 and 128 (docs/lm.md).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from einsearch.experiments.outputs import check_folder, write
 from einsearch.experiments.settings import LmConfig, scaled_structure
 from einsearch.report import lm_sweep_table
 
-SETTINGS = {"context": 256, "layers": 2, "batch": 16, "steps": 600, "lr": 3e-3, "base_width": 64, "warmup": 0.05,
+SETTINGS = {"context": 256, "layers": 2, "batch": 16, "steps": 500, "lr": 1e-2, "base_width": 64, "warmup": 0.05,
             "schedule": "cosine", "eval_tokens": 65536, "log_every": 20}  # fmt: skip
 QUICK = {"steps": 6, "eval_tokens": 512, "log_every": 2}
 WIDTHS = (64, 128, 192)

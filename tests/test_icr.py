@@ -175,3 +175,12 @@ def test_command_trains_and_writes_results(tmp_path):
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["config"]["steps"] == 3 and len(written["errors"]["model"]) == 8
+
+
+def test_help_names_every_research_setting_and_its_value():
+    text = " ".join(CliRunner().invoke(main, ["experiment", "icr", "--help"]).output.split())
+    for name in icr.RESEARCH:
+        option = "--no-bias" if name == "bias" else "--" + name.replace("_", "-")
+        assert option in text, option
+    for value in ("research: 2000", "research: 0.06", "research: 0.02", "research: 1e-20", "research: none"):
+        assert value in text, value

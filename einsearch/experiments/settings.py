@@ -81,11 +81,11 @@ class Training:
         the MLP 8 D^2 each) and ``extra`` parameters outside them."""
         return 4 * FLOAT * (12 * self.layers * self.width**2 + extra)
 
-    def activation_bytes(self, sequences: int, length: int, levels: int) -> int:
+    def activation_bytes(self, sequences: int, length: int, squares: int) -> int:
         """What a forward and backward over ``sequences`` x ``length`` tokens keeps, at most: per
-        layer about 40 numbers a token and width (norms, maps, the MLP's 4D, their gradients) and,
-        per head, T x T logits and probabilities for each level (the masked form's buffers)."""
-        per_layer = sequences * length * (40 * self.width + 3 * self.heads * length * levels)
+        layer about 40 numbers a token and width (norms, maps, the MLP's 4D, their gradients) and
+        ``squares`` T x T buffers per head (``square_buffers``)."""
+        per_layer = sequences * length * (40 * self.width + self.heads * length * squares)
         return FLOAT * self.layers * per_layer
 
 
@@ -135,18 +135,17 @@ class IcrConfig(Training):
         run's memory are checked (EinsearchError for either)."""
         self.check()
         instance = resolve(self, self.prompt_length, "the prompt length 4d")
-        check_memory(self.memory_bytes(len(instance.levels)))
+        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options)))
         return instance
 
-    def memory_bytes(self, levels: int = 1) -> int:
+    def memory_bytes(self, squares: int) -> int:
         """About the most memory the run holds at once: the model and optimizer, a training step,
         the test set (tokens, float64 copies for least squares) and its evaluation in batches."""
         T, tokens = self.prompt_length, self.d + 1
         test = self.test_prompts * T * tokens * (FLOAT + 2 * 8)
-        evaluation = self.activation_bytes(min(self.test_prompts, 250), T, levels) // 2
-        return self.parameter_bytes(T * self.width + tokens * self.width) + self.activation_bytes(
-            self.batch, T, levels
-        ) + test + evaluation  # fmt: skip
+        evaluation = self.activation_bytes(min(self.test_prompts, 250), T, squares) // 2
+        step = self.activation_bytes(self.batch, T, squares)
+        return self.parameter_bytes(T * self.width + tokens * self.width) + step + test + evaluation
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ class LmConfig(Training):
     layers: int = 2
     batch: int = 16
     steps: int = 300
-    lr: float = 3e-3
+    lr: float = 1e-2
     base_width: int = 64
     eval_tokens: int = 65536  # validation tokens scored at the end (whole windows of T)
 
@@ -181,16 +180,16 @@ class LmConfig(Training):
         run's memory (``vocabulary`` tokens) are checked (EinsearchError for either)."""
         self.check()
         instance = resolve(self, self.context, "the context length --T")
-        check_memory(self.memory_bytes(len(instance.levels), vocabulary))
+        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options), vocabulary))
         return instance
 
-    def memory_bytes(self, levels: int = 1, vocab: int = 256) -> int:
+    def memory_bytes(self, squares: int, vocab: int) -> int:
         """About the most memory the run holds at once: the model and optimizer and a training
         step, its logits over the vocabulary included."""
         T = self.context
         logits = 3 * FLOAT * self.batch * T * vocab
         embeddings = (vocab + T) * self.width + vocab * self.width
-        return self.parameter_bytes(embeddings) + self.activation_bytes(self.batch, T, levels) + logits
+        return self.parameter_bytes(embeddings) + self.activation_bytes(self.batch, T, squares) + logits
 
 
 def dashed(name: str) -> str:
@@ -206,6 +205,22 @@ def resolve(config: Training, T: int, T_is: str) -> Instance:
         if fixed in config.options:
             raise OptionError(fixed, f"the experiment sets it to {what}; leave it out")
     return load(config.structure).resolve({**config.options, "T": T, "D": config.width})
+
+
+def square_buffers(instance: Instance, generate_options: dict[str, Any]) -> int:
+    """T x T buffers per head that a training step keeps in a layer, for the form of the module
+    generated for ``instance``: none for nested blocks and bands (kernels over blocks and chunks
+    of keys); logits, probabilities and a gradient for the fused form (the CPU kernel falls back to
+    them when query and value channels differ); one more per level for the masked form."""
+    from dataclasses import fields
+
+    from ..codegen import Form, Research, form_of
+
+    names = {item.name for item in fields(Research)}
+    form = form_of(instance, Research(**{k: v for k, v in generate_options.items() if k in names}))
+    if form in (Form.NESTED, Form.BAND):
+        return 0
+    return 3 + (len(instance.levels) if form is Form.MASKED else 0)
 
 
 def machine_memory() -> int | None:
