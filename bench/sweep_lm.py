@@ -126,9 +126,9 @@ def main() -> None:
         check_folder(args.folder, args.force, "folder", OUTPUTS)
         args.folder.mkdir(parents=True, exist_ok=True)
         todo = jobs(args, settings)
-        vocabulary = len(corpus.load().vocabulary)
+        text = corpus.load()
         for _, config in todo:
-            config.prepare(vocabulary)
+            config.prepare(text)
     except (EinsearchError, ValueError) as err:
         sys.exit(f"sweep_lm: {err}")
     if not todo:

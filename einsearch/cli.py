@@ -637,7 +637,7 @@ def experiment_lm(ctx: click.Context, structure: str, out: Path | None, plot: Pa
     config = experiment_settings(LmConfig, structure, ctx.args, settings)
     try:
         text = load()
-        instance = config.prepare(len(text.vocabulary))
+        instance = config.prepare(text)
     except EinsearchError as err:
         fail(str(err))
     experiment_outputs(out, plot, force)

@@ -75,7 +75,7 @@ def test_causal_pairs_match_a_brute_force_count(name, options, monkeypatch):
 def test_analyzer_and_flop_counter_match_the_formulas_of_standard_attention(text):
     D, T, H, r, L = 16, 32, 2, 4, 2
     config = LmConfig(structure="lowrank", options={"r": r}, width=D, heads=H, layers=L, context=T)
-    instance = config.prepare(len(text.vocabulary))
+    instance = config.prepare(text)
     model = lm.LanguageModel(config, len(text.vocabulary), lm.attention_class(instance, H))
     flops = lm.costs(model, instance, config)
     pairs = T * (T + 1) // 2  # causal pairs of one sequence
@@ -103,7 +103,7 @@ def test_a_tiny_run_learns_and_is_deterministic(text):
 
 def test_param_groups_follow_mup_and_hold_every_parameter_once(text):
     config = LmConfig(structure="mlr", options={"levels": 2, "ranks": [3, 1]}, **{**TINY, "width": 32}, base_width=8)
-    instance = config.prepare(len(text.vocabulary))
+    instance = config.prepare(text)
     model = lm.LanguageModel(config, len(text.vocabulary), lm.attention_class(instance, config.heads))
     lrs = {id(p): g["lr"] for g in model.param_groups() for p in g["params"]}
     assert len(lrs) == sum(1 for _ in model.parameters())
@@ -121,7 +121,8 @@ BAD = [
     ("lm", ["--structure", "lowrank", "--T", "1"], "--T"),
     ("lm", ["--structure", "mlr", "--T", "100"], "--T"),  # 8 levels do not fit T = 100
     ("lm", ["--structure", "lowrank", "--r", "x"], "--r"),
-    ("lm", ["--structure", "lowrank", "--T", "1000000"], "GiB of memory"),
+    ("lm", ["--structure", "lowrank", "--T", "100000"], "GiB of memory"),
+    ("lm", ["--structure", "lowrank", "--T", "1000000"], "characters of validation text"),
     ("lm", ["--structure", "lowrank", "--out", "{file}/run"], "not a directory"),
     ("lm", ["--structure", "lowrank", "--out", "{file}"], "not a directory"),
     ("lm", ["--structure", "lowrank", "--plot", "{folder}"], "is a directory"),

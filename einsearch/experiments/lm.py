@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,7 +233,7 @@ def train(
     the caller has them already. Warns (``corpus.CorpusWarning``) when the corpus is not a
     documented one."""
     text = text or corpora.load()
-    instance = instance or config.prepare(len(text.vocabulary))
+    instance = instance or config.prepare(text)
     if text.warning() is not None:
         warnings.warn(text.warning(), corpora.CorpusWarning, stacklevel=2)
     attention = attention or attention_class(instance, config.heads, config.generate_options)
@@ -240,12 +241,10 @@ def train(
     train_ids, validation_ids = encode(text.train, vocabulary), encode(text.validation, vocabulary)
     torch.manual_seed(config.seed)
     model = LanguageModel(config, len(vocabulary), attention)
-    generator = torch.Generator().manual_seed(config.seed)
     with deterministic(config.threads):
         flops = costs(model, instance, config)
         start = time.perf_counter()
-        loss_at = lambda step: model.loss(random_windows(train_ids, config.context, config.batch, generator))  # noqa: E731
-        losses = fit(model, model.param_groups(), config, loss_at, on_step)
+        losses = fit(model, model.param_groups(), config, batches(model, train_ids, config), on_step)
         seconds = time.perf_counter() - start
         windows = validation_windows(validation_ids, config.context, config.eval_tokens)
         validation = evaluate(model, windows, config.batch)
@@ -253,6 +252,13 @@ def train(
     params = sum(p.numel() for p in model.parameters())
     return Result(config, describe_structure(instance, config.heads), text.to_dict(), params, blocks, flops, seconds,
                   losses, validation)  # fmt: skip
+
+
+def batches(model: LanguageModel, ids: torch.Tensor, config: LmConfig) -> Callable[[int], torch.Tensor]:
+    """The loss of a fresh batch at each step: windows at random offsets of ``ids`` (a generator
+    seeded by ``config.seed``)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    return lambda step: model.loss(random_windows(ids, config.context, config.batch, generator))
 
 
 def costs(model: LanguageModel, instance: Instance, config: LmConfig) -> dict:

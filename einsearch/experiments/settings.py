@@ -15,6 +15,7 @@ from ..errors import OptionError
 
 if TYPE_CHECKING:
     from ..structure import Instance
+    from .corpus import Corpus
 
 SCHEDULES = ("cosine", "constant")
 ENCODINGS = ("paired", "research")
@@ -175,12 +176,14 @@ class LmConfig(Training):
     def to_dict(self) -> dict:
         return {**asdict(self), "tokens": self.tokens}
 
-    def prepare(self, vocabulary: int) -> Instance:
-        """The structure resolved for the run (T = the context length), after the settings and the
-        run's memory (``vocabulary`` tokens) are checked (EinsearchError for either)."""
+    def prepare(self, text: Corpus) -> Instance:
+        """The structure resolved for the run (T = the context length), after the settings, the
+        context against the corpus and the run's memory are checked (EinsearchError for any)."""
         self.check()
+        if self.context >= len(text.validation):
+            raise OptionError("T", f"must be below the {len(text.validation):,} characters of validation text")
         instance = resolve(self, self.context, "the context length --T")
-        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options), vocabulary))
+        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options), len(text.vocabulary)))
         return instance
 
     def memory_bytes(self, squares: int, vocab: int) -> int:
