@@ -93,7 +93,7 @@ def lm_losses_png(runs: list[tuple[str, dict]]) -> bytes:
 
 
 def lm_scaling_png(series: dict[str, list[dict]]) -> bytes:
-    """Validation loss against training FLOPs, log-log: a line per structure through its runs
+    """Validation loss against training FLOPs (log scale): a line per structure through its runs
     (several seeds at one size: every point shown, the line through their mean)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -105,7 +105,7 @@ def lm_scaling_png(series: dict[str, list[dict]]) -> bytes:
         (line,) = ax.plot(sizes, [sum(by_size[s]) / len(by_size[s]) for s in sizes], "-", label=label, linewidth=1.4)
         for size in sizes:
             ax.plot([size] * len(by_size[size]), by_size[size], "o", color=line.get_color(), markersize=4)
-    ax.set(xscale="log", yscale="log", xlabel="training FLOPs (analyzer, 3 x forward, non-embedding)",
+    ax.set(xscale="log", xlabel="training FLOPs (analyzer, 3 x forward, non-embedding)",
            ylabel="validation loss (nats per character)")  # fmt: skip
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
