@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import click
 
 from . import catalog
 from .errors import DSLError, EinsearchError
+from .experiments.settings import IcrConfig, LmConfig
 from .options import parse_structure_options
 from .structure import Instance
 
@@ -411,101 +413,252 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
 
 @main.group(context_settings={"help_option_names": ["-h", "--help"]})
 def experiment() -> None:
-    """Small training experiments with generated attention modules (they need PyTorch)."""
+    """Small training experiments with generated attention modules (they need PyTorch).
+
+    Every option is checked, the run's memory estimated and the output paths tried before PyTorch
+    is loaded; --heads is 1 unless given, as for every command.
+    """
+
+
+def training_options(config: type) -> Callable:
+    """The options every experiment has, with the defaults of its settings class ``config``."""
+    d = config()
+    positive, fraction = click.IntRange(min=1), click.FloatRange(0, 1)
+    options = [
+        click.option("--structure", required=True, help="Catalog name or .ein file; its options follow (--r 8)."),
+        click.option("--D", "width", default=d.width, show_default=True, type=positive, help="Model width."),
+        click.option("--layers", default=d.layers, show_default=True, type=positive, help="Pre-LN blocks."),
+        click.option("--heads", default=d.heads, show_default=True, type=positive, help="Attention heads."),
+        click.option("--steps", default=d.steps, show_default=True, type=positive, help="Training steps."),
+        click.option("--batch", default=d.batch, show_default=True, type=positive, help="Sequences per step."),
+        click.option(
+            "--lr",
+            default=d.lr,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            help="AdamW learning rate at the base width (muP scales it per matrix).",
+        ),
+        click.option(
+            "--base-width",
+            default=d.base_width,
+            show_default=True,
+            type=positive,
+            help="Width at which --lr applies as is (muP's base_fan_in).",
+        ),
+        click.option(
+            "--warmup",
+            default=d.warmup,
+            show_default=True,
+            type=fraction,
+            help="Fraction of the steps of linear warm-up.",
+        ),
+        click.option(
+            "--schedule",
+            type=click.Choice(["cosine", "constant"]),
+            default=d.schedule,
+            show_default=True,
+            help="After the warm-up: cosine decay to a tenth, or a constant rate.",
+        ),
+        click.option(
+            "--seed", default=d.seed, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data."
+        ),
+        click.option(
+            "--threads",
+            default=d.threads,
+            show_default=True,
+            type=positive,
+            help="Torch threads (the models are small: more rarely pay).",
+        ),
+        click.option("--out", type=click.Path(path_type=Path), help="Write DIR/results.json."),
+        click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG of the result."),
+        click.option("--force", is_flag=True, help="Overwrite results.json and the plot if they exist."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object."),
+        click.pass_context,
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def experiment_outputs(out: Path | None, plot: Path | None, force: bool) -> None:
+    """Every output path of a run tried before the work starts; errors exit with 2."""
+    from .experiments.outputs import check_file, check_folder
+
+    try:
+        if out is not None:
+            check_folder(out, force, "--out", ("results.json",))
+        if plot is not None:
+            check_file(plot, force, "--plot")
+            check_plot_target(plot, force)
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def run_experiment(label: str, steps: int, train: Callable) -> object:
+    """``train(on_step)`` with the training loss on a progress bar (stderr); errors exit with 2."""
+    show = lambda loss: None if loss is None else f"loss {loss:.4f}"  # noqa: E731
+    with click.progressbar(length=steps, label=label, file=sys.stderr, item_show_func=show) as bar:
+        try:
+            return train(lambda step, loss: bar.update(1, loss))
+        except FloatingPointError as err:
+            fail(f"{err}; try a smaller --lr")
+        except EinsearchError as err:
+            fail(str(err))
+
+
+def save_experiment(payload: dict, out: Path | None, plot: Path | None, figure: Callable[[], bytes]) -> None:
+    """results.json into ``out`` and ``figure()``'s PNG to ``plot`` (both checked before the run)."""
+    from .experiments.outputs import write
+
+    try:
+        if out is not None:
+            write(out / "results.json", json.dumps(payload, indent=2) + "\n")
+        if plot is not None:
+            write(plot, figure())
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def experiment_settings(config: type, structure: str, args: list[str], settings: dict) -> object:
+    """The settings object of a run, its structure's options parsed from ``args``; errors exit with 2."""
+    try:
+        return config(structure=structure, options=parse_structure_options(args), **settings)
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def import_experiment(name: str):
+    """``einsearch.experiments.NAME`` (it needs torch)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f".experiments.{name}", __package__)
+    except ImportError as err:
+        fail(f"experiment {name} needs PyTorch ({err}): pip install torch")
 
 
 @experiment.command("icr", context_settings=STRUCTURE_OPTIONS)
-@click.option("--structure", required=True, help="Catalog name or .ein file; its options follow (--r 8, --levels 4).")
+@training_options(IcrConfig)
 @click.option("--d-input", "d", default=16, show_default=True, type=click.IntRange(min=1),
               help="Input dimension d: N = 2d examples, prompts of 4d tokens (the structure's T).")  # fmt: skip
-@click.option("--D", "width", default=64, show_default=True, type=click.IntRange(min=1), help="Model width.")
-@click.option("--layers", default=4, show_default=True, type=click.IntRange(min=1), help="Pre-LN blocks.")
-@click.option("--heads", default=8, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
-@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
-@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Prompts per step.")
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="AdamW learning rate at the base width (muP scales it per matrix).")  # fmt: skip
-@click.option("--base-width", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Width at which --lr applies as is (muP's base_fan_in).")  # fmt: skip
-@click.option("--warmup", default=0.05, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of the steps of linear warm-up (then cosine decay).")  # fmt: skip
-@click.option("--curriculum", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of the steps over which the active input dims grow from 4 to d (0: off).")  # fmt: skip
-@click.option("--encoding", type=click.Choice(["paired", "interleaved"]), default="paired", show_default=True,
-              help="y tokens [x, y] (paired) or [0, y] (interleaved, the research code's; slow to learn).")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Torch threads (the models are small: more rarely pay).")  # fmt: skip
+@click.option("--encoding", type=click.Choice(["paired", "research"]), default="paired", show_default=True,
+              help="y tokens [x, y] in d + 1 slots (paired) or [y, 0, ..., 0] in x's d slots (research).")  # fmt: skip
+@click.option("--curriculum-every", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Curriculum: input dims 4 -> d and examples 8 -> 2d, a stage every N steps (0: off; "
+              "research: 2000).")  # fmt: skip
+@click.option("--curriculum-share", default=0.06, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="The curriculum's stages end within this share of the steps (research: 0.06).")  # fmt: skip
+@click.option("--read-in-std", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Initial standard deviation of the read-in (research: 0.02).")  # fmt: skip
+@click.option("--position-std", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Initial standard deviation of the position table (research: 0.02).")  # fmt: skip
+@click.option("--no-bias", "bias", flag_value=False, default=True,
+              help="No biases in the read-in, MLPs, read-out and LayerNorms (research: none).")  # fmt: skip
+@click.option("--clip", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Clip the gradient norm at this (0: no clipping; research: none).")  # fmt: skip
+@click.option("--adam-eps", default=1e-8, show_default=True, type=click.FloatRange(min=0),
+              help="AdamW's epsilon (research: 1e-20).")  # fmt: skip
 @click.option("--test-prompts", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Prompts in the fixed test set.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write DIR/results.json.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write error against k as a PNG.")
-@click.option("--force", is_flag=True, help="Overwrite the results file and the plot if they exist.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.pass_context
-def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layers: int, heads: int, steps: int,
-                   batch: int, lr: float, base_width: int, warmup: float, curriculum: float, encoding: str,
-                   seed: int, threads: int, test_prompts: int, out: Path | None, plot: Path | None, force: bool,
-                   as_json: bool) -> None:  # fmt: skip
+def experiment_icr(ctx: click.Context, structure: str, out: Path | None, plot: Path | None, force: bool,
+                   as_json: bool, **settings) -> None:  # fmt: skip
     """Train a small GPT-style model whose attention is STRUCTURE's generated module on in-context
     linear regression, and report its test error against least squares and the zero predictor.
 
     Prompts x_1, w.x_1, ..., x_N, w.x_N with x ~ N(0, I/d), a fresh w per prompt, N = 2d; the
     structure is resolved with T = 4d and D = --D, so its blocks must fit T (mlr: T a multiple of
-    2^(levels - 1)). Seeded and deterministic on the CPU. See README, "Experiment: in-context
-    regression".
+    2^(levels - 1)). Seeded and deterministic on the CPU. The research code's settings (docs/icr.md):
+    --encoding research --curriculum-every 2000 --schedule constant --read-in-std 0.02
+    --position-std 0.02 --no-bias --clip 0 --adam-eps 1e-20 --layers 6 --heads 8, 500,000 steps of
+    64 prompts, its lr tuned per model.
 
     \b
     Examples:
       einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
       einsearch experiment icr --structure btt --heads 1 --D 32 --out runs/btt --plot btt.png
-      einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --json
+      einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --heads 1 --json
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --encoding research --no-bias
     """
-    try:
-        from . import icr
-    except ImportError as err:
-        fail(f"experiment icr needs PyTorch ({err}): pip install torch")
+    from .report import icr_text
+
     if any(arg == "--T" or arg.startswith("--T=") for arg in ctx.args):
-        fail(f"--T: the experiment sets it to the prompt length 4d = {4 * d}; leave it out")
+        fail(f"--T: the experiment sets it to the prompt length 4d = {4 * settings['d']}; leave it out")
+    config = experiment_settings(IcrConfig, structure, ctx.args, settings)
     try:
-        options = parse_structure_options(ctx.args)
+        instance = config.prepare()
     except EinsearchError as err:
         fail(str(err))
-    config = icr.Config(structure=structure, options=options, d=d, width=width, layers=layers, heads=heads,
-                        steps=steps, batch=batch, lr=lr, base_width=base_width, warmup=warmup,
-                        curriculum=curriculum, curriculum_start=min(4, d), encoding=encoding, seed=seed,
-                        threads=threads, test_prompts=test_prompts)  # fmt: skip
+    experiment_outputs(out, plot, force)
+    icr = import_experiment("icr")
+    result = run_experiment(f"training {instance.name}", config.steps,
+                            lambda on_step: icr.train(config, on_step, instance=instance))  # fmt: skip
+    payload = result.to_dict()
+
+    def figure() -> bytes:
+        from .plot import icr_errors_png
+
+        title = f"in-context regression, d = {config.d}, D = {config.width}"
+        return icr_errors_png({title: [(f"{instance.name}, {plural(config.heads, 'head')}", payload)]})
+
+    save_experiment(payload, out, plot, figure)
+    emit(payload, as_json, lambda: icr_text(payload))
+
+
+@experiment.command("lm", context_settings=STRUCTURE_OPTIONS)
+@training_options(LmConfig)
+@click.option("--T", "context", default=256, show_default=True, type=click.IntRange(min=2),
+              help="Context length: characters per sequence (the structure's T).")  # fmt: skip
+@click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(min=1),
+              help="Validation characters scored at the end (whole windows of T).")  # fmt: skip
+def experiment_lm(ctx: click.Context, structure: str, out: Path | None, plot: Path | None, force: bool,
+                  as_json: bool, **settings) -> None:  # fmt: skip
+    """Train a character-level GPT whose attention is STRUCTURE's generated module on Python
+    standard-library source, and report its validation loss, FLOPs per token and speed.
+
+    The corpus is the source of a fixed list of standard-library modules of the running Python
+    (no download), split into train and validation by file; its hash is recorded, with a warning
+    when it is not a documented one. The structure is resolved with T = --T and D = --D. Pre-LN
+    blocks (MLP 4D), learned positions, untied read-out, no biases, muP; seeded and
+    deterministic on the CPU. See docs/lm.md.
+
+    \b
+    Examples:
+      einsearch experiment lm --structure lowrank --r 32 --heads 2 --D 64 --steps 300
+      einsearch experiment lm --structure mlr --levels 6 --ranks 23,2,2,2,2,1 --heads 2 --out runs/mlr
+      einsearch experiment lm --structure swa --r 32 --window 32 --heads 2 --plot loss.png --json
+    """
+    from .experiments.corpus import CorpusWarning, load
+    from .report import lm_text
+
+    config = experiment_settings(LmConfig, structure, ctx.args, settings)
     try:
-        config.check()
-    except ValueError as err:
-        fail(str(err))
-    instance = resolve(structure, [*ctx.args, "--T", str(config.prompt_length), "--D", str(width)])
-    results = None if out is None else out / "results.json"
-    if results is not None:
-        if out.exists() and not out.is_dir():
-            fail(f"--out: {out} is not a directory")
-        if results.exists() and not force:
-            fail(f"{results} exists; pass --force to overwrite it")
-    if plot is not None:
-        check_plot_target(plot, force)
-    try:
-        attention = icr.attention_class(instance, heads)
+        text = load()
+        instance = config.prepare(text)
     except EinsearchError as err:
         fail(str(err))
-    show = lambda loss: None if loss is None else f"loss {loss:.4f}"  # noqa: E731
-    label = f"training {instance.name}"
-    with click.progressbar(length=steps, label=label, file=sys.stderr, item_show_func=show) as bar:
-        try:
-            result = icr.train(config, lambda step, loss: bar.update(1, loss), instance=instance, attention=attention)
-        except FloatingPointError as err:
-            fail(f"{err}; try a smaller --lr")
-    if results is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomically(results, icr.results_json(result), force)
-    if plot is not None:
-        title = f"in-context regression, d = {d}, D = {width}"
-        icr.plot({title: [(f"{instance.name}, {plural(heads, 'head')}", result)]}, plot)
-    emit(result.to_dict(), as_json, result.text)
+    experiment_outputs(out, plot, force)
+    if text.warning() is not None:
+        click.echo(f"einsearch: warning: {text.warning()}", err=True)
+    lm = import_experiment("lm")
+
+    def train(on_step: Callable) -> object:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CorpusWarning)  # said above
+            return lm.train(config, on_step, text=text, instance=instance)
+
+    payload = run_experiment(f"training {instance.name}", config.steps, train).to_dict()
+
+    def figure() -> bytes:
+        from .plot import lm_losses_png
+
+        return lm_losses_png([(f"{instance.name}, {plural(config.heads, 'head')}, D = {config.width}", payload)])
+
+    save_experiment(payload, out, plot, figure)
+    emit(payload, as_json, lambda: lm_text(payload))
 
 
 def check_plot_target(path: Path, force: bool) -> None:
