@@ -167,10 +167,11 @@ def _class_mask(call: Call, patterns: tuple, device: torch.device) -> torch.Tens
 @lru_cache(maxsize=1024)
 def _bias(call: Call, patterns: tuple, dtype: torch.dtype, device: torch.device):
     """A masked call as the fused kernels take it: an additive mask (1, count or 1, rows, cols)
-    of 0 and -inf, and the rows with no key at all (count or 1, rows)."""
+    of 0 and -inf, and the rows with no key at all (count or 1, rows), None if there are none."""
     mask = _class_mask(call, patterns, device)
     bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, -math.inf)
-    return bias[None], ~mask.any(-1)
+    empty = ~mask.any(-1)
+    return bias[None], empty if bool(empty.any()) else None
 
 
 # -- the fused kernels ---------------------------------------------------------------------------
@@ -261,11 +262,14 @@ def _kernel_for(q: torch.Tensor, dropout: float):
     return kernel
 
 
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x zero-padded to ``width`` channels (itself if it has them)."""
+    return x if x.shape[-1] == width else F.pad(x, (0, width - x.shape[-1]))
+
+
 def _flat(x: torch.Tensor, width: int) -> torch.Tensor:
     """(B, H, T, c) as (B * H, T, width), zero-padded."""
-    if x.shape[-1] != width:
-        x = F.pad(x, (0, width - x.shape[-1]))
-    return x.reshape(-1, *x.shape[2:])
+    return _pad(x, width).flatten(0, 1)
 
 
 def _merge(out: torch.Tensor, lse: torch.Tensor, blocks: Blocks, part: torch.Tensor, part_lse: torch.Tensor, fresh: bool) -> None:
@@ -323,7 +327,7 @@ class _Fused(torch.autograd.Function):
         Dv, width = grad_out.shape[-1], v.shape[-1]
         calls = partition(T, patterns)
         operands = _Operands(*(x.reshape(B * H, T, C) for x in (q, k)), widths, {c.levels for c in calls}, width)
-        grad_out, out = _flat(grad_out.contiguous(), width), F.pad(out, (0, width - Dv))
+        grad_out, out = _flat(grad_out.contiguous(), width), _pad(out, width)
         # A query no key scores has lse = -inf; any finite value gives its (masked) logits weight 0.
         lse = lse.masked_fill(lse == -math.inf, 0.0)
         grad_q, grad_k = (torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (operands.q, operands.k))
