@@ -20,8 +20,8 @@ from einsearch.runtime.tiling import (
     call_pairs,
     covers,
     first_touch,
+    level_keys,
     partition,
-    row_classes,
 )
 
 needs_flash = pytest.mark.skipif(not rt._CpuFlash.available, reason="no CPU flash-attention ops in this torch")
@@ -191,16 +191,14 @@ def test_band_and_global_band_take_few_calls_and_no_extra_work():
     assert all(call.queries.length <= w for call in band)
 
 
-def test_row_classes_follow_the_rule():
+def test_level_keys_follow_the_rule():
     for _, patterns, _ in STRUCTURES:
-        bits = classes(150, patterns)
-        for t in range(0, 150, 7):
-            for start in (0, t // 2):
-                rows = row_classes(t, patterns, start)
-                for first, end, levels in rows:
-                    assert (bits[t, first:end] == sum(1 << level for level in levels)).all()
-                assert [first for first, _, _ in rows] == sorted({first for first, _, _ in rows})
-                assert sum(end - first for first, end, _ in rows) == int((bits[t, start : t + 1] != 0).sum())
+        for pattern in patterns:
+            bits = classes(150, (pattern,))
+            for t in range(150):
+                first, end = level_keys(pattern, t)
+                assert first <= end and int(bits[t].sum()) == end - first
+                assert bool(bits[t, first:end].all())
 
 
 def test_first_touch_marks_calls_no_earlier_call_shares_rows_with():

@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .tiling import Blocks, Call, Pattern, cache_slots, covers, first_touch, level_keys, partition, row_classes  # generated modules: same file
+from .tiling import Blocks, Call, Pattern, cache_slots, covers, first_touch, level_keys, partition  # generated modules: same file
 
 # Plain-path tiles are at most this many queries x keys per member of a call.
 _CHUNK = 256
@@ -425,22 +425,27 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Ten
 
 class Cache:
     """What decoding keeps: per level a ring of ``cache_slots`` keys (key u at slot u mod slots),
-    the values in a ring of the most slots, and the tokens seen so far."""
+    the values in a ring of the most slots, and the tokens seen so far.
+
+    The levels' rings lie one after another in one buffer (batch x heads, elements), each stored
+    channels first, so that a token's keys are written with one indexed copy and a query meets a
+    ring with one product, no transpose.
+    """
 
     def __init__(self, batch: int, heads: int, max_len: int, patterns: tuple, widths: tuple, v_width: int, dtype, device):
         self.batch, self.heads, self.max_len = batch, heads, max_len
         self.patterns, self.widths = patterns, widths
+        self.slots = [cache_slots(pattern, max_len) for pattern in patterns]
+        sizes = [n * width for n, width in zip(self.slots, widths)]
+        self.starts = [sum(sizes[:level]) for level in range(len(sizes))]
+        self.rings = torch.zeros(batch * heads, sum(sizes), dtype=dtype, device=device)
+        # Each level's ring as a (batch x heads, channels, slots) view.
         self.keys = [
-            torch.zeros(batch, heads, cache_slots(pattern, max_len), width, dtype=dtype, device=device)
-            for pattern, width in zip(patterns, widths)
+            self.rings[:, start : start + n * width].view(-1, width, n)
+            for start, n, width in zip(self.starts, self.slots, widths)
         ]
-        slots = max(keys.shape[2] for keys in self.keys)
-        self.values = torch.zeros(batch, heads, slots, v_width, dtype=dtype, device=device)
+        self.values = torch.zeros(batch * heads, max(self.slots), v_width, dtype=dtype, device=device)
         self.length = 0
-        # The same buffers with batch and heads as one axis, and each level's channels.
-        self.flat_keys = [keys.view(batch * heads, *keys.shape[2:]) for keys in self.keys]
-        self.flat_values = self.values.view(batch * heads, *self.values.shape[2:])
-        self.channels = _level_channels(widths)
 
 
 def new_cache(
@@ -507,14 +512,26 @@ def _ring(first: int, end: int, slots: int) -> "list[tuple[int, int, int]]":
 
 def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     """Write the new tokens' keys and values (the last ones a ring can hold) and advance."""
-    B, H, n, _ = k.shape
+    B, H, n, C = k.shape
     end = cache.length + n
-    k, v = k.reshape(B * H, n, -1), v.reshape(B * H, n, -1)
-    for buffer, new in [*((keys, k[..., lo:hi]) for keys, (lo, hi) in zip(cache.flat_keys, cache.channels)), (cache.flat_values, v)]:
+    k, v = k.reshape(B * H, n, C), v.reshape(B * H, n, -1)
+    if n == 1:  # every level's slot of the token at once
+        t = cache.length
+        index = [
+            start + channel * slots + t % slots
+            for start, slots, width in zip(cache.starts, cache.slots, cache.widths)
+            for channel in range(width)
+        ]
+        cache.rings.index_copy_(1, torch.tensor(index, device=k.device), k[:, 0])
+        cache.values[:, t % cache.values.shape[1]] = v[:, 0]
+        cache.length = end
+        return
+    rings = zip(cache.keys, k.split(cache.widths, dim=-1))
+    for buffer, new in [*((keys.mT, new) for keys, new in rings), (cache.values, v)]:
         first = max(cache.length, end - buffer.shape[1])
         for slot, offset, length in _ring(first, end, buffer.shape[1]):
             at = first - cache.length + offset
-            buffer[:, slot : slot + length].copy_(new[:, at : at + length])
+            buffer[:, slot : slot + length] = new[:, at : at + length]
     cache.length = end
 
 
@@ -523,16 +540,16 @@ def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     _store(cache, k, v)
     t = cache.length - 1
     B, H = q.shape[:2]
-    rows = row_classes(t, cache.patterns)
-    if not rows:
+    ranges = [level_keys(pattern, t) for pattern in cache.patterns]
+    scored = sorted((a, b) for a, b in ranges if b > a)
+    if not scored:
         return v.new_zeros(B, H, 1, v.shape[-1])
-    first, end = rows[0][0], rows[-1][1]
-    q = q.reshape(B * H, 1, -1)
+    first, end = scored[0][0], max(b for _, b in scored)
     parts = []  # (offset in [first, end), the level's logits there)
-    for (lo, hi), pattern, keys in zip(cache.channels, cache.patterns, cache.flat_keys):
-        a, b = level_keys(pattern, t)
-        for slot, offset, length in _ring(a, b, keys.shape[1]) if b > a else ():
-            parts.append((a - first + offset, torch.bmm(q[..., lo:hi], keys[:, slot : slot + length].mT)))
+    for (a, b), q_level, keys in zip(ranges, q.reshape(B * H, 1, -1).split(cache.widths, dim=-1), cache.keys):
+        for slot, offset, length in _ring(a, b, keys.shape[2]) if b > a else ():
+            ring = keys if length == keys.shape[2] else keys[..., slot : slot + length]
+            parts.append((a - first + offset, torch.bmm(q_level, ring)))
     parts.sort(key=lambda part: -part[1].shape[-1])
     if parts[0][1].shape[-1] == end - first:  # a level scores every key: start from its logits
         scores = parts.pop(0)[1]
@@ -540,12 +557,14 @@ def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
         scores = q.new_zeros(B * H, 1, end - first)
     for at, logits in parts:
         scores[..., at : at + logits.shape[-1]] += logits
-    for (_, gap, _), (after, _, _) in zip(rows, rows[1:]):  # keys between ranges: no level
-        scores[..., gap - first : after - first] = -math.inf
+    reached = first
+    for a, b in scored:  # keys no level scores
+        if a > reached:
+            scores[..., reached - first : a - first] = -math.inf
+        reached = max(reached, b)
     weights = torch.softmax(scores, dim=-1)
-    values = cache.flat_values
-    (slot, _, length), *wrapped = _ring(first, end, values.shape[1])
-    out = torch.bmm(weights[..., :length], values[:, slot : slot + length])
+    (slot, _, length), *wrapped = _ring(first, end, cache.values.shape[1])
+    out = torch.bmm(weights[..., :length], cache.values[:, slot : slot + length])
     for slot, offset, length in wrapped:
-        out += torch.bmm(weights[..., offset : offset + length], values[:, slot : slot + length])
+        out += torch.bmm(weights[..., offset : offset + length], cache.values[:, slot : slot + length])
     return out.view(B, H, 1, -1)

@@ -5,6 +5,10 @@ tokens starting at position 0 (``None``: one block, every pair), then optionally
 ``lo <= t - u <= hi`` on the distance. Query t scores key u through the level when
 ``covers(pattern, t, u)``; attention is causal on top of that (u <= t).
 
+``partition`` cuts the causal pairs of a sequence into ``Call``s, batched attention calls each of
+one class (the set of levels covering its pairs); ``attention.py`` runs them and merges their
+softmaxes. ``cache_slots`` and ``cache_elements`` size the decoding cache.
+
 Standard library only: einsearch's analyzer imports this file, and every generated module
 carries it verbatim, so the rule the numbers are computed with is the rule the module runs.
 """
@@ -113,26 +117,6 @@ def level_keys(pattern: Pattern, t: int) -> "tuple[int, int]":
         first = max(first, t - hi, 0)
     end = t + 1 - max(lo or 0, 0)
     return first, max(first, end)
-
-
-def row_classes(
-    t: int, patterns: "tuple[Pattern, ...]", start: int = 0
-) -> "tuple[tuple[int, int, tuple[int, ...]], ...]":
-    """Query t's keys from ``start`` to t as ``(first, end, levels)`` ranges, each scored by one
-    set of levels, in order; keys no level covers are left out."""
-    if start > t:
-        return ()
-    ranges = [level_keys(pattern, t) for pattern in patterns]
-    edges = sorted({start, t + 1} | {e for r in ranges for e in r if start < e <= t})
-    rows: list = []
-    for first, end in zip(edges, edges[1:]):
-        levels = tuple(level for level, (a, b) in enumerate(ranges) if a <= first < b)
-        if not levels:
-            continue
-        if rows and rows[-1][1] == first and rows[-1][2] == levels:
-            first = rows.pop()[0]
-        rows.append((first, end, levels))
-    return tuple(rows)
 
 
 def call_pairs(call: Call) -> int:
