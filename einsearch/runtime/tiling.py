@@ -132,11 +132,11 @@ def partition(T: int, patterns: "tuple[Pattern, ...]") -> "tuple[Call, ...]":
 
     Where only distances matter (no level has blocks shorter than T) and each class is one strip
     a <= t - u <= b of the triangle, strips are cut into chunks of queries (``_Cutter.strip``).
-    Otherwise,
-    recursion on the causal triangle: a diagonal square splits into two diagonal squares and the
-    rectangle below the diagonal; a rectangle into two or four. A region stops where each level
-    covers all or none of its pairs (a causal or dense call of that class) or where it is small
-    (a masked tile per class it holds). Equal regions in arithmetic progression form one call.
+    Otherwise, recursion on the causal triangle: a diagonal square splits into two diagonal
+    squares and the rectangle below the diagonal; a rectangle into two or four. A region stops
+    where each level covers all or none of its pairs (a causal or dense call of that class) or
+    where it is small (a masked tile per class it holds). Equal regions in arithmetic progression
+    form one call.
     """
     cutter = _Cutter(tuple(patterns), T)
     if T > 0 and not cutter.strips(T):
@@ -181,7 +181,7 @@ class _Cutter:
                 loose = odd and min(length, hi) <= _TILE
                 self.levels.append((level, length, lo, hi, loose))
         self.families: dict = {}
-        self.tiles: dict = {}  # masked tile kind -> [(t0, u0, block phases)]
+        self.tiles: dict = {}  # masked tile kind -> [(t0, block phases)]
         self.classes: dict = {}  # (kind, block phases) -> the classes its pairs fall into
 
     def status(self, t0: int, t1: int, u0: int, u1: int, diagonal: bool):
@@ -301,7 +301,8 @@ class _Cutter:
 
     def masked(self, t0: int, u0: int, rows: int, cols: int, every: tuple, some: tuple) -> None:
         """A small region, left for ``calls`` to cut into one masked call per class."""
-        phases = tuple((t0 % n, u0 % n) for n in (self.patterns[level].length for level in some) if n)
+        lengths = [length for level, length, _, _, _ in self.levels if level in some and length]
+        phases = tuple((t0 % n, u0 % n) for n in lengths)
         self.tiles.setdefault((rows, cols, t0 - u0, every, some), []).append((t0, phases))
 
     def tile_classes(self, kind: tuple, t0: int, phases: tuple) -> "set[tuple[int, ...]]":
