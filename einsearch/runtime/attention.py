@@ -395,7 +395,7 @@ class Cache:
         self.rings = torch.zeros(batch * heads, sum(sizes), dtype=dtype, device=device)
         # Each level's ring as a (batch x heads, channels, slots) view.
         self.keys = [
-            self.rings[:, start : start + n * width].view(-1, width, n)
+            self.rings[:, start : start + n * width].view(batch * heads, width, n)
             for start, n, width in zip(self.starts, self.slots, widths)
         ]
         self.values = torch.zeros(batch * heads, max(self.slots), v_width, dtype=dtype, device=device)
