@@ -34,7 +34,7 @@ from support import flop_counts, map_flops, pair_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from einsearch import catalog, reference
-from einsearch.analyze import describe
+from einsearch.analyze import describe, modular
 from einsearch.analyze.counts import params
 from einsearch.analyze.exact import exact_rank
 from einsearch.analyze.family import level_family
@@ -321,6 +321,41 @@ def test_exact_rank_is_not_fooled_by_a_loose_bound():
     inst = resolve("lowrank", {"T": 8, "D": 96, "r": 6})
     assert exact_rank(inst, 6) == 6
     assert exact_rank(inst, 1) == 6  # width 9 >= 6
+
+
+def rank_two_chain(n: int) -> str:
+    """x[t, i] F0[i, c1] F1[c1, c2] ... x[u, j]: n factors joined by bonds of 2 (D = 16), generic rank 2."""
+    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
+    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
+    declared = ", ".join(f"{c}: 2" for c in bonds[1:-1])
+    return f"size T = 8\nsize D = 16\nindex {declared}\nscore = x[t, i] {chain} x[u, j]\n"
+
+
+@pytest.mark.parametrize("n", [10, 20, 40])
+def test_exact_rank_of_a_long_chain_is_the_generic_rank(n):
+    """A product of n random matrices through bonds of 2 has rank 2: entries uniform modulo the
+    prime keep it so (entries from {-1, 0, 1} read rank 1 at n = 10 and 0 at n = 20)."""
+    inst = resolve_text(rank_two_chain(n))
+    assert rank_bound(inst) == 2
+    assert [exact_rank(inst, 2, seed) for seed in range(3)] == [2, 2, 2]
+
+
+def test_modular_einsum_against_python_integers():
+    """The exact rank's arithmetic: einsums modulo p (batched, summed, outer and lone-summed
+    indices, and sums longer than one float64 product holds) against Python integers."""
+    rng = np.random.default_rng(0)
+    cases = [
+        ([("a", "b"), ("b", "c")], ("a", "c"), {"a": 3, "b": 40000, "c": 2}),
+        ([("g", "t", "i"), ("i", "r"), ("g", "u", "r")], ("g", "t", "u"), {"g": 3, "t": 4, "u": 5, "i": 6, "r": 7}),
+        ([("t", "s"), ("u",)], ("u", "t"), {"t": 3, "s": 4, "u": 5}),
+        ([("a", "b", "c"), ("c", "d"), ("a", "d")], ("b",), {"a": 2, "b": 3, "c": 70, "d": 2}),
+    ]
+    for inputs, output, size in cases:
+        arrays = [modular.random(rng, [size[i] for i in indices]) for indices in inputs]
+        letter = {name: chr(97 + n) for n, name in enumerate(size)}
+        spec = ",".join("".join(letter[i] for i in op) for op in inputs) + "->" + "".join(letter[i] for i in output)
+        expected = np.einsum(spec, *[a.astype(object) for a in arrays]) % modular.PRIME
+        np.testing.assert_array_equal(modular.einsum(inputs, output, arrays), expected.astype(np.int64))
 
 
 def test_low_rank_factor_product_chain():
