@@ -35,13 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from einsearch import catalog, reference
 from einsearch.analyze import describe, modular
-from einsearch.analyze.counts import params
+from einsearch.analyze.counts import pair_flops, params
 from einsearch.analyze.exact import exact_rank
 from einsearch.analyze.family import level_family
 from einsearch.analyze.formulas import evaluate, formulas
 from einsearch.analyze.pattern import distance_profile, pair_flops_grid
 from einsearch.analyze.rank import rank_bound, rank_bounds
-from einsearch.planner import DEFAULT_COST, FLOPS, plan
+from einsearch.planner import DEFAULT_COST, FLOPS, Part, plan
 from einsearch.sequence import SequencePattern
 from einsearch.structure import from_text
 
@@ -944,6 +944,36 @@ def test_swa_window_at_least_T(window):
     causal = T * (T + 1) // 2
     assert flop_counts(inst).scored_pairs == 4 * T * D * r + 2 * r * causal
     assert evaluate(formulas(plan(inst)).scored_pairs, inst) == flop_counts(inst).scored_pairs
+
+
+def test_maps_that_share_no_index_score_a_pair_by_one_multiply():
+    """A rank-1 two-core einsum: q_t = x_t . A and k_u = x_u . B are numbers, so each pair costs
+    one multiply (docs/design.md §3), as the plan counts it. Scored pairs, their formula and the
+    compute pattern say the same; they used to charge a multiply-add (score 8,388,608 against
+    scored pairs 12,582,912 at T = 2048, D = 512)."""
+    T, D = 64, 8
+    inst = resolve_text(f"size T = {T}\nsize D = {D}\nscore = x[t, b] A[b] B[d] x[u, d]\n")
+    expected = 2 * (2 * T * D) + T * T  # two maps of T x D multiply-adds, then T x T multiplies
+    d = describe(inst)
+    assert d.flops.score == d.flops.scored_pairs == expected
+    assert evaluate(d.formulas.scored_pairs, inst) == expected
+    assert set(d.profile.flops) == {1}
+
+
+def test_levels_sharing_a_pair_product_each_add_their_channels():
+    """Two such levels: alone, each scores a pair by one multiply; in one shared pair product their
+    maps are concatenated into 2 channels and a pair is a dot product of 2 (4 FLOPs, a multiply-add
+    per channel). The plan keeps them apart, and scored pairs count what it does."""
+    T, D = 64, 8
+    text = f"size T = {T}\nsize D = {D}\nscore = x[t, b] A[b] B[d] x[u, d]\nscore += x[t, b] C[b] E[d] x[u, d]\n"
+    inst = resolve_text(text)
+    chosen = plan(inst)
+    (shared,) = chosen.groups
+    assert pair_flops(shared) == {1: 2, 2: 2}
+    assert shared.part_flops(Part.PAIRS) == T * T * 4
+    assert [pair_flops(s) for s in chosen.schedules] == [{1: 1}, {2: 1}]
+    maps = chosen.part_flops(Part.QUERY, Part.KEY)
+    assert flop_counts(inst, DEFAULT_COST).scored_pairs == chosen.flops == maps + 2 * T * T
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..structure import Instance
 from .formulas import Formulas, shape_key, split_lines
 
 SHIPPED = Path(__file__).with_name("formulas.json")
+DERIVATION = 2  # raised whenever formulas.py derives a formula differently: older entries are not read
 
 
 def cache_dir() -> Path:
@@ -42,7 +43,7 @@ def cache_key(plan: Plan) -> str:
             band = (lo > T - 1, hi < 1 - T, hi > T - 1, lo < 1 - T, hi >= 0, lo < 0)
         shapes.append((level.term, level.loop_value, shape_key(level, schedule), band))
     shapes = _unroll_values(shapes)
-    text = json.dumps([instance.structure.text, repr(shapes)])
+    text = json.dumps([DERIVATION, instance.structure.text, repr(shapes)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
