@@ -136,6 +136,17 @@ def test_errors_exit_2(args, message):
     assert err.startswith("einsearch: error: ") and message in err
 
 
+@pytest.mark.parametrize("command", ["check", "describe", "plan", "generate"])
+def test_a_level_with_no_causal_pair_is_refused(command, tmp_path):
+    """A band of future keys only scores nothing once causal: every command refuses the file, at the band."""
+    path = tmp_path / "future.ein"
+    path.write_text(MINE + "score += x[t, i] A[i, r] B[j, r] x[u, j]  where -10 <= t - u <= -1\n")
+    assert_one_line_error([command, str(path), *(["-o", str(tmp_path / "f.py")] if command == "generate" else [])],
+                          f"{path}:5:49: the band -10 <= t - u <= -1 scores no pair: every key it reaches comes "
+                          "after its query (u > t), and a causal model scores none")  # fmt: skip
+    assert os.listdir(tmp_path) == ["future.ein"]
+
+
 def test_errors_name_the_users_file(tmp_path):
     path = tmp_path / "bad.ein"
     path.write_text(MINE.replace("K[j, r]", "K[j, q]"))
