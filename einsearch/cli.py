@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog
+from . import catalog, outputs
 from .errors import DSLError, EinsearchError
 from .options import parse_structure_options
 from .structure import Instance
@@ -33,10 +33,22 @@ def resolve(name: str, args: list[str]) -> Instance:
 
 
 def emit(payload: dict | list, as_json: bool, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    outputs.echo(json.dumps(payload, indent=2) if as_json else text())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group. Its ``main`` is the one place an EinsearchError raised anywhere in a
+    command (a refused output, a failed write to a file or to standard output) becomes one line
+    and exit status 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except EinsearchError as err:
+            fail(str(err))
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="einsearch")
 def main() -> None:
     """Describe, cost and compare structured attention scoring functions written as einsums.
@@ -103,7 +115,7 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
 @click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Largest matrix side for the exact rank check (above it, a bound).")  # fmt: skip
 @click.option("--full-pattern", is_flag=True, help="With --json: the compute pattern at every distance.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the compute pattern as a PNG.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the compute pattern as a PNG.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 @click.pass_context
 def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs: bool, rank_limit: int,
@@ -124,14 +136,13 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
     from . import describe as analyze
 
     instance = resolve(structure, ctx.args)
-    if plot is not None:
-        check_plot_target(plot, force)
+    figure = None if plot is None else check_plot_target(plot, force)
     desc = analyze(instance, rank_limit=rank_limit)
-    if plot is not None:
+    if figure is not None:
         from .analyze.pattern import pair_flops_grid
-        from .plot import plot_pattern
+        from .plot import pattern_png
 
-        plot_pattern(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
+        figure.write(pattern_png(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256))))
     emit(desc.to_dict(heads, macs, full_pattern), as_json, lambda: desc.text(heads, macs))
 
 
@@ -205,7 +216,8 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
     from .codegen import class_name as default_class
 
     instance = resolve(structure, ctx.args)
-    target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
+    target = re.sub(r"\W", "_", instance.name) + "_attention.py" if output is None else output
+    destination = None if target == "-" else outputs.file_target(target, force=force, option="-o")
     research = [f"--normalize {normalize}"] if normalize != "none" else []
     research += ["--qk-norm"] * qk_norm + ["--separate-softmax"] * separate_softmax
     command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *research, f"-o {target}"])
@@ -216,13 +228,13 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
                         separate_softmax=separate_softmax)  # fmt: skip
     except EinsearchError as err:
         fail(str(err))
-    if target == "-":
-        click.echo(source, nl=False)
+    if destination is None:
+        outputs.echo(source, nl=False)
         return
-    write_atomically(Path(target), source, force)
+    destination.write(source)
     name = class_name or default_class(instance.name)
     levels = len(instance.levels)
-    click.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
+    outputs.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
                f"{plural(levels, 'level')}")  # fmt: skip
 
 
@@ -280,21 +292,9 @@ def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, le
 
 
 def write_atomically(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (no half-written file);
-    refuse to replace an existing file unless ``force``."""
-    import os
-    import tempfile
-
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except OSError as err:
-        fail(f"{path}: cannot write: {err.strerror}")
+    """Write ``text`` to ``path`` whole or not at all (``outputs.FileTarget``); an existing file only
+    with ``force``."""
+    outputs.file_target(path, force=force).write(text)
 
 
 @main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
@@ -508,15 +508,13 @@ def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layer
     emit(result.to_dict(), as_json, result.text)
 
 
-def check_plot_target(path: Path, force: bool) -> None:
+def check_plot_target(path: Path, force: bool) -> outputs.FileTarget:
+    """The --plot file, checked before the work: matplotlib is there, and the path can be written."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         fail("--plot needs matplotlib: pip install 'einsearch[plot]'")
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
+    return outputs.file_target(path, force=force, option="--plot")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def test_plot_and_force(tmp_path):
     code, _, _ = run("describe", "swa", "--T", "64", "--window", "8", "--plot", str(target), "--force")
     assert code == 0 and target.read_bytes().startswith(b"\x89PNG")
     code, _, err = run("describe", "swa", "--plot", str(tmp_path / "missing" / "p.png"))
-    assert code == 2 and "is not a directory" in err
+    assert code == 2 and f"the folder {tmp_path / 'missing'} does not exist" in err
 
 
 def test_plot_without_matplotlib(tmp_path, monkeypatch):
@@ -302,4 +302,4 @@ def test_generate_to_stdout_and_errors(tmp_path):
     code, _, err = run("generate", "btt", "--class-name", "not valid", "-o", "-")
     assert code == 2 and "--class-name" in err
     code, _, err = run("generate", "btt", "-o", str(tmp_path / "missing" / "x.py"))
-    assert code == 2 and "is not a directory" in err
+    assert code == 2 and "does not exist" in err
