@@ -16,6 +16,8 @@ from .options import parse_structure_options
 from .structure import Instance
 
 STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+HEADS_HELP = "Attention heads (every command's default is 1: the structure as written is one head)."
+TOTALS_HELP = HEADS_HELP + " Totals count all."
 
 
 def fail(message: str) -> None:
@@ -109,7 +111,7 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
 
 @main.command(context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
 @click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
@@ -149,7 +151,7 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
 @main.command("plan", context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--alternatives", default=5, show_default=True, type=click.IntRange(min=0),
               help="Alternatives shown per level (--json lists all).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -179,7 +181,7 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 
 @main.command(context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
 @click.option(
@@ -244,13 +246,13 @@ def plural(count: int, word: str) -> str:
 
 @main.command("bench", context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=4, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
 @click.option("--length", type=click.IntRange(min=1), help="Input length. [default: the structure's T]")
 @click.option("--decode-context", type=click.IntRange(min=2), help="Context of the timed decoding step. [default: T]")
 @click.option("--repeat", default=7, show_default=True, type=click.IntRange(min=1), help="Timed runs per contender.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads. [default: torch's]")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float64"]), default="float32", show_default=True)
 @click.option("--no-backward", is_flag=True, help="Skip forward + backward.")
 @click.option("--no-naive", is_flag=True, help="Skip the naive form (a T x T buffer per level).")
@@ -264,30 +266,34 @@ def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, le
     Forward (no grad), forward + backward, and one decoded token with a cache, each the median of
     --repeat runs taken in turn with the other contenders, as ratios to standard attention
     (q/k/v projections and F.scaled_dot_product_attention) at the same size; with the analyzer's
-    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate.
+    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate. Every
+    argument, and the memory the run needs, is checked before torch is imported.
 
     \b
     Examples:
       einsearch bench mlr --T 2048 --D 256 --heads 4
-      einsearch bench btt --D 256 --T 1024 --no-naive --json
-      einsearch bench swa --T 4096 --window 128 --decode-context 4096
+      einsearch bench btt --D 256 --T 1024 --heads 4 --no-naive --json
+      einsearch bench swa --T 4096 --window 128 --heads 4 --decode-context 4096
     """
+    from .bench_setup import available_memory, bench_setup
+
+    instance = resolve(structure, ctx.args)
+    setup = bench_setup(instance, heads, batch, length, decode_context, repeat, device, dtype, not no_backward,
+                        not no_naive, available_memory() if device == "cpu" else None)  # fmt: skip
     try:
         import torch
     except ImportError:
         fail("bench needs PyTorch: pip install torch (a CPU build is enough)")
-    from .benchmark import bench
-
-    instance = resolve(structure, ctx.args)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device is available")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (torch.device(device).index or 0) >= count:
+            fail(f"--device {device}: no such CUDA device (this machine has {plural(count, 'CUDA device')})")
+        setup.check_memory(torch.cuda.mem_get_info(device)[0], f"is free on {device}")
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        report = bench(instance, heads, batch, length, repeat, decode_context, device, dtype, not no_backward,
-                       not no_naive)  # fmt: skip
-    except EinsearchError as err:
-        fail(str(err))
+    from .benchmark import bench
+
+    report = bench(setup)
     emit(report.to_dict(), as_json, report.text)
 
 
