@@ -12,7 +12,7 @@ import click
 
 from . import catalog, outputs
 from .errors import DSLError, EinsearchError
-from .options import parse_structure_options
+from .options import parse_structure_options, value_text
 from .structure import Instance
 
 STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
@@ -50,8 +50,53 @@ class Commands(click.Group):
             fail(str(err))
 
 
+class StructureCommand(click.Command):
+    """A command on a STRUCTURE that takes the structure's own options: its ``--help`` lists them,
+    with their defaults and docs, for the structure named before ``--help``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:  # a quiet first pass finds the structure before --help answers
+            probe = self.make_context(self.name, list(args), parent=ctx.parent, resilient_parsing=True)
+            ctx.meta[STRUCTURE_KEY] = (probe.params.get("structure"), probe.args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        title, rows = structure_option_rows(*ctx.meta.get(STRUCTURE_KEY, (None, [])))
+        with formatter.section(title):
+            formatter.write_dl(rows)
+
+
+STRUCTURE_KEY = "einsearch.structure"
+
+
+def structure_option_rows(name: str | None, args: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The help section of a structure's options: each with its kind of value, doc and default (as
+    resolved with the options given before --help, else the file's defaults)."""
+    if name is None:
+        every = "every option STRUCTURE declares (`einsearch describe btt --help` lists btt's)"
+        return "Options of the structure", [("--NAME VALUE", every)]
+    try:
+        structure = catalog.find(name)
+    except EinsearchError as err:
+        return f"Options of {name}", [("(none)", str(err))]
+    try:
+        values = structure.resolve(parse_structure_options(args)).values
+    except EinsearchError:
+        try:
+            values = structure.resolve().values
+        except EinsearchError:  # the file's own defaults fail: show the declarations only
+            values = {}
+    rows = []
+    for decl in structure.options:
+        kind = f"[{'|'.join(decl.choices)}]" if decl.kind == "choice" else "N,N,..." if decl.length else "N"
+        default = f"  [default: {value_text(values[decl.name])}]" if decl.name in values else ""
+        rows.append((f"--{decl.name} {kind}", f"{decl.doc}{default}".strip()))
+    return f"Options of {structure.name}", rows
+
+
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="einsearch")
+@click.version_option(None, "-V", "--version", package_name="einsearch", prog_name="einsearch")
 def main() -> None:
     """Describe, cost and compare structured attention scoring functions written as einsums.
 
@@ -70,7 +115,13 @@ def main() -> None:
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(as_json: bool) -> None:
-    """List the catalog's structures with their doc lines."""
+    """List the catalog's structures with their doc lines.
+
+    \b
+    Examples:
+      einsearch list
+      einsearch list --json
+    """
     entries = []
     for name in catalog.names():
         try:
@@ -81,7 +132,7 @@ def list_command(as_json: bool) -> None:
     emit(entries, as_json, lambda: "\n".join(f"{e['name']:<{width}}  {e['doc']}" for e in entries))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -109,7 +160,7 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
     emit(payload, as_json, lambda: "\n".join(summary) + "\nok")
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -148,7 +199,7 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
     emit(desc.to_dict(heads, macs, full_pattern), as_json, lambda: desc.text(heads, macs))
 
 
-@main.command("plan", context_settings=STRUCTURE_OPTIONS)
+@main.command("plan", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
@@ -179,7 +230,7 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
     emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
@@ -244,7 +295,7 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
-@main.command("bench", context_settings=STRUCTURE_OPTIONS)
+@main.command("bench", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
@@ -417,7 +468,13 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
 
 @main.group(context_settings={"help_option_names": ["-h", "--help"]})
 def experiment() -> None:
-    """Small training experiments with generated attention modules (they need PyTorch)."""
+    """Small training experiments with generated attention modules (they need PyTorch).
+
+    \b
+    Examples:
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
+      einsearch experiment icr --help
+    """
 
 
 @experiment.command("icr", context_settings=STRUCTURE_OPTIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,58 @@ def test_plot_without_matplotlib(tmp_path, monkeypatch):
     code, _, err = run("describe", "swa", "--plot", str(tmp_path / "p.png"))
     assert code == 2 and "pip install 'einsearch[plot]'" in err
     assert not (tmp_path / "p.png").exists()
+
+
+STRUCTURE_COMMANDS = ["check", "describe", "plan", "generate", "bench"]
+
+
+@pytest.mark.parametrize("command", STRUCTURE_COMMANDS)
+def test_help_lists_the_structures_own_options(command):
+    """`COMMAND btt --help` shows btt's options as `check btt` does: kind of value, doc, default
+    (resolved with the options given before --help)."""
+    code, out, _ = run(command, "btt", "--help")
+    assert code == 0 and "Options of btt:" in out and "Examples:" in out
+    lines = " ".join(out.split())  # as one line: click wraps long docs
+    for expected in ["--D N model width (features per token) [default: 256]", "--s N TT-rank [default: 1]",
+                     "--split [balanced|research] default split of D", "[default: balanced]", "--a N"]:  # fmt: skip
+        assert expected in lines, expected
+    _, out, _ = run(command, "btt", "--D", "96", "--help")
+    assert "query-side outer factor of D [default: 8]" in " ".join(out.split())
+    _, out, _ = run(command, "mlr", "--help")
+    assert "--ranks N,N,... rank of each level (sums to the head dimension) [default: 32,8,6,4,4,4,4,2]" in " ".join(
+        out.split()
+    )
+    _, out, _ = run(command, "--help")
+    assert "Options of the structure:" in out
+
+
+def commands(group=main, prefix=()):
+    """Every command and group of the command line, as the words that name it."""
+    yield prefix
+    for name, command in getattr(group, "commands", {}).items():
+        yield from commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("words", list(commands()), ids=" ".join)
+def test_every_help_has_examples(words):
+    code, out, _ = run(*words, "--help")
+    assert code == 0 and re.search(r"Examples:\n +einsearch ", out)
+
+
+@pytest.mark.parametrize("command", ["describe", "plan", "generate", "bench"])
+def test_heads_default_to_one_everywhere(command):
+    (heads,) = [p for p in main.commands[command].params if p.name == "heads"]
+    assert heads.default == 1 and "every command's default is 1: the structure as written is one head" in heads.help
+
+
+def test_version():
+    """One source of truth: pyproject.toml's version, through the installed package's metadata."""
+    import einsearch
+
+    declared = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert einsearch.__version__ == declared
+    for flag in ("-V", "--version"):
+        assert run(flag) == (0, f"einsearch, version {declared}\n", "")
 
 
 def python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
