@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,8 @@ class FileTarget:
         if not self.force and os.path.lexists(real):
             raise self.error("exists; pass --force to overwrite it")  # it appeared while we worked
         mode = stat.S_IMODE(real.stat().st_mode) if real.exists() else 0o666 & ~current_umask()
+        import tempfile  # here, not at the top: most commands write no file
+
         try:
             handle, temporary = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
         except OSError as err:
@@ -117,6 +118,8 @@ def directory_target(path: str | Path, *, option: str | None = None) -> Director
 def _check_writable(folder: Path, shown: str, option: str | None) -> None:
     """Makes and removes a file in ``folder``: the one test that also holds for root, read-only
     mounts and pseudo file systems."""
+    import tempfile
+
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".einsearch-", suffix=".tmp")
     except OSError as err:
