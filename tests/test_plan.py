@@ -8,12 +8,11 @@ import math
 
 import numpy as np
 import pytest
-from support import SMALL, random_case
+from support import SMALL, charge, charged, random_case
 from torch.utils.flop_counter import FlopCounterMode
 
 import einsearch
 from einsearch import catalog, reference
-from einsearch.analyze.counts import plan_flops
 from einsearch.interpret import run, schedule_scores, score_matrix
 from einsearch.planner import FLOPS, Kind, Layout, Op, Schedule, plan
 from einsearch.structure import from_text
@@ -95,12 +94,12 @@ def test_every_candidate_matches_the_reference(name):
 def multiply_add_flops(schedule: Schedule) -> int:
     """What FlopCounterMode sees: the steps that sum an index of size > 1 (torch runs the others
     as elementwise products, which it does not count)."""
-    total = 0
-    for step in schedule.steps:
-        summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
-        if step.op is Op.CONTRACT and len(step.inputs) > 1 and math.prod(schedule.sizes[i] for i in summed) > 1:
-            total += step.flops
-    return total
+    return sum(step.flops for step in schedule.steps if sums_an_index(step, schedule.sizes))
+
+
+def sums_an_index(step, sizes) -> bool:
+    summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
+    return step.op is Op.CONTRACT and len(step.inputs) > 1 and math.prod(sizes[i] for i in summed) > 1
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -128,17 +127,17 @@ def candidates(p) -> list[Schedule]:
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_describe_flops_are_the_plans_and_the_flop_counters(name):
-    """One plan behind every number: describe's score is the plan's, and FlopCounterMode counts as
-    much on the interpreter running that plan (every step there sums an index, see below)."""
+    """One plan behind every number, counted twice without the plan's own totals: describe's score
+    is the §3 charge of the plan's steps, worked out here from their tensors and sizes; and
+    FlopCounterMode, on the interpreter running that plan, counts those steps that sum an index of
+    size > 1 (torch runs the others as elementwise products, which it does not count)."""
     instance, _, _, torch_factors, x = random_case(name, batch=1)
     p = plan(instance)
-    d = einsearch.describe(instance)
-    assert d.flops.score == d.score == p.flops == plan_flops(p).score
+    assert einsearch.describe(instance).flops.score == charged(p.schedules)
     with FlopCounterMode(display=False) as counter:
         score_matrix(p, x, torch_factors)
-    assert counter.get_total_flops() == sum(multiply_add_flops(s) for s in p.schedules)
-    lone = sum(s.flops - multiply_add_flops(s) for s in p.schedules)
-    assert counter.get_total_flops() + lone == p.flops  # lone: elementwise steps FlopCounterMode does not count
+    counted = [(step, s.sizes) for s in p.schedules for step in s.steps if sums_an_index(step, s.sizes)]
+    assert counter.get_total_flops() == sum(charge(step, sizes) for step, sizes in counted)
 
 
 def test_mlr_runs_per_depth_at_length():
