@@ -76,3 +76,12 @@ def charge(step: Step, sizes) -> int:
 def charged(schedules) -> int:
     """The §3 charge of every step of ``schedules``."""
     return sum(charge(step, schedule.sizes) for schedule in schedules for step in schedule.steps)
+
+
+def chain_text(n: int, D: int, T: int = 8) -> str:
+    """A structure file: x[t, i] F0[i, c1] F1[c1, c2] ... x[u, j], n factors joined by bonds of
+    size 2 (generic rank 2 when D >= 2)."""
+    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
+    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
+    declared = ", ".join(f"{c}: 2" for c in bonds[1:-1])
+    return f"size T = {T}\nsize D = {D}\nindex {declared}\nscore = x[t, i] {chain} x[u, j]\n"

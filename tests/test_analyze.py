@@ -30,7 +30,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import flop_counts, map_flops, pair_cost
+from support import chain_text, flop_counts, map_flops, pair_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from einsearch import catalog, reference
@@ -324,19 +324,11 @@ def test_exact_rank_is_not_fooled_by_a_loose_bound():
     assert exact_rank(inst, 1) == 6  # width 9 >= 6
 
 
-def rank_two_chain(n: int) -> str:
-    """x[t, i] F0[i, c1] F1[c1, c2] ... x[u, j]: n factors joined by bonds of 2 (D = 16), generic rank 2."""
-    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
-    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
-    declared = ", ".join(f"{c}: 2" for c in bonds[1:-1])
-    return f"size T = 8\nsize D = 16\nindex {declared}\nscore = x[t, i] {chain} x[u, j]\n"
-
-
 @pytest.mark.parametrize("n", [10, 20, 40])
 def test_exact_rank_of_a_long_chain_is_the_generic_rank(n):
     """A product of n random matrices through bonds of 2 has rank 2: entries uniform modulo the
     prime keep it so (entries from {-1, 0, 1} read rank 1 at n = 10 and 0 at n = 20)."""
-    inst = resolve_text(rank_two_chain(n))
+    inst = resolve_text(chain_text(n, D=16))
     assert rank_bound(inst) == 2
     assert [exact_rank(inst, 2, seed) for seed in range(3)] == [2, 2, 2]
 

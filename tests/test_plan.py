@@ -8,12 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from support import SMALL, charge, charged, random_case
+from support import SMALL, chain_text, charge, charged, random_case
 from torch.utils.flop_counter import FlopCounterMode
 
 import einsearch
 from einsearch import catalog, reference
 from einsearch.interpret import run, schedule_scores, score_matrix
+from einsearch.network import splits
 from einsearch.planner import FLOPS, Kind, Layout, Op, Schedule, plan
 from einsearch.structure import from_text
 
@@ -178,16 +179,22 @@ def test_cost_model_is_an_argument():
     assert by_flops.cost.beta == 0
 
 
+def test_the_split_limit_is_the_one_the_design_states():
+    """docs/design.md §4 gives the number of factors up to which every query/key split is tried."""
+    import re
+    from pathlib import Path
+
+    design = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    stated = int(re.search(r"exhaustive \(2\^n\s+splits\) up to n = (\d+) factors", design).group(1))
+    for n, expected in ((stated, 2**stated), (stated + 1, stated + 2)):
+        assert len(splits(from_text(chain_text(n, D=2)).resolve().levels[0])) == expected
+
+
 def test_a_long_chain_is_planned_quickly():
     """64 factors: the split enumeration is capped (n + 1 cuts of the chain), and says so."""
     import time
 
-    n = 64
-    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
-    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
-    text = f"size T = 64\nsize D = 4\nindex {', '.join(f'{c}: 2' for c in bonds[1:-1])}\n"
-    text += f"score = x[t, i] {chain} x[u, j]\n"
-    instance = from_text(text, name="chain").resolve()
+    instance = from_text(chain_text(64, D=4, T=64), name="chain").resolve()
     start = time.perf_counter()
     p = plan(instance)
     assert time.perf_counter() - start < 10  # generous: the point is no 2^64 enumeration
