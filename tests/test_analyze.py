@@ -449,13 +449,13 @@ mlr_long_blocks = st.integers(1, 4).flatmap(
     lambda L: st.tuples(
         st.just(L),
         st.integers(1, 4),  # D
-        st.integers(0, 3),  # T = 2^(L-1) * D * 2^k: every finest block has at least D tokens
+        st.integers(0, 1),  # T = 2^(L-1) * D * 2^k: every finest block has at least D tokens
         st.lists(st.integers(1, 6), min_size=L, max_size=L),
     )
 )
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(mlr_long_blocks)
 def test_mlr_rank_bound_exact_when_blocks_hold_D_tokens(config):
     """Finest blocks of at least D tokens: x cut to the blocks has full column rank, so the bound
@@ -1110,21 +1110,20 @@ bands = st.one_of(st.none(), st.tuples(st.integers(-40, 40), st.integers(0, 45))
 patterns = st.tuples(st.integers(1, 5), st.integers(1, 8), bands).map(lambda a: (a[0] * a[1], a[0], a[2]))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(patterns, st.data())
 def test_sequence_pattern_brute_force(case, data):
     """Every count of the rule against a loop over all (t, u): bands through, beside and past the
     sequence (negative lo, hi >= T, bands that miss every pair), blocks with and without a band."""
     T, blocks, band = case
     pattern = SequencePattern(blocks, band)
-    mask = np.array([[rule_by_hand(T, blocks, band, t, u) for u in range(T)] for t in range(T)], dtype=bool)
+    positions = range(-2, T + 2)  # two beyond each end of the sequence
+    inside = np.array([[rule_by_hand(T, blocks, band, t, u) for u in positions] for t in positions], dtype=bool)
+    mask = inside[2:-2, 2:-2]
     np.testing.assert_array_equal(pattern.mask(T), mask)
-    for t in range(-2, T + 2):
-        for u in range(-2, T + 2):
-            assert bool(pattern.covers(T, t, u)) == rule_by_hand(T, blocks, band, t, u)
-    positions = np.arange(-2, T + 2)
-    inside = [[rule_by_hand(T, blocks, band, t, u) for u in positions] for t in positions]
-    np.testing.assert_array_equal(pattern.covers(T, positions[:, None], positions[None, :]), inside)
+    assert [[bool(pattern.covers(T, t, u)) for u in positions] for t in positions] == inside.tolist()
+    grid = np.arange(-2, T + 2)
+    np.testing.assert_array_equal(pattern.covers(T, grid[:, None], grid[None, :]), inside)
     torch_positions = torch.arange(T)
     assert torch.equal(pattern.covers(T, torch_positions[:, None], torch_positions[None, :]), torch.from_numpy(mask))
     assert pattern.count(T) == int(mask.sum())
@@ -1136,8 +1135,8 @@ def test_sequence_pattern_brute_force(case, data):
     for d in range(2, T - 1):  # the distances where the count bends or jumps are listed
         if at[d - 1] + at[d + 1] != 2 * at[d]:
             assert d in pattern.changes(T)
-    for _ in range(20):
-        t0, t1, u0, u1 = (data.draw(st.integers(-3, T + 3)) for _ in range(4))
+    rectangles = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).integers(-3, T + 4, (20, 4))
+    for t0, t1, u0, u1 in rectangles.tolist():
         expected = int(mask[max(t0, 0) : max(t1, 0), max(u0, 0) : max(u1, 0)].sum())
         assert pattern.count_in(T, t0, t1, u0, u1) == expected
     edges = np.arange(T + 1)

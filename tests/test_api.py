@@ -81,9 +81,9 @@ def test_cached_formulas_evaluate_to_the_counts(name, tmp_path, monkeypatch):
     monkeypatch.setenv("EINSEARCH_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "SHIPPED", tmp_path / "none.json")
     instance = einsearch.load(name).resolve()
-    first = einsearch.describe(instance)  # computed, then written to tmp_path
+    first = einsearch.describe(instance, rank_limit=1)  # computed, then written to tmp_path (exact rank skipped)
     assert list(tmp_path.glob("*.json"))
-    again = einsearch.describe(instance)  # read back
+    again = einsearch.describe(instance, rank_limit=1)  # read back
     assert again.formulas == first.formulas == formulas(first.plan)
     assert evaluate(again.formulas.params, instance) == again.params
     assert evaluate(again.formulas.per_token, instance) == again.flops.per_token
@@ -98,7 +98,9 @@ def test_readme_python_example_runs():
 
 
 def test_readme_generate_example_trains_and_decodes(tmp_path, monkeypatch):
-    """The README's generate section: the command, then its Python block, run as written."""
+    """The README's generate section: the command, then its Python block, run as written (on one
+    torch thread: its tensors are small, and threads waiting on a busy machine cost ten times more)."""
+    import torch
     from click.testing import CliRunner
 
     from einsearch.cli import main
@@ -112,5 +114,10 @@ def test_readme_generate_example_trains_and_decodes(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
     assert namespace["loss"].item() < 4.0

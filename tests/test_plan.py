@@ -190,13 +190,9 @@ def test_the_split_limit_is_the_one_the_design_states():
         assert len(splits(from_text(chain_text(n, D=2)).resolve().levels[0])) == expected
 
 
-def test_a_long_chain_is_planned_quickly():
+def test_a_long_chain_is_planned():
     """64 factors: the split enumeration is capped (n + 1 cuts of the chain), and says so."""
-    import time
-
     instance = from_text(chain_text(64, D=4, T=64), name="chain").resolve()
-    start = time.perf_counter()
     p = plan(instance)
-    assert time.perf_counter() - start < 10  # generous: the point is no 2^64 enumeration
-    assert len(p.levels[0].candidates) < 200
+    assert len(p.levels[0].candidates) < 200  # not 2^64
     assert "only the n + 1 splits" in str(p)
