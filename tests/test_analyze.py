@@ -336,7 +336,7 @@ def test_exact_rank_of_a_long_chain_is_the_generic_rank(n):
 def test_modular_einsum_against_python_integers():
     """The exact rank's arithmetic: einsums modulo p (batched, summed, outer and lone-summed
     indices, and sums longer than one float64 product holds) against Python integers."""
-    rng = np.random.default_rng(0)
+    draw = modular.Draws(0)
     cases = [
         ([("a", "b"), ("b", "c")], ("a", "c"), {"a": 3, "b": 40000, "c": 2}),
         ([("g", "t", "i"), ("i", "r"), ("g", "u", "r")], ("g", "t", "u"), {"g": 3, "t": 4, "u": 5, "i": 6, "r": 7}),
@@ -344,7 +344,7 @@ def test_modular_einsum_against_python_integers():
         ([("a", "b", "c"), ("c", "d"), ("a", "d")], ("b",), {"a": 2, "b": 3, "c": 70, "d": 2}),
     ]
     for inputs, output, size in cases:
-        arrays = [modular.random(rng, [size[i] for i in indices]) for indices in inputs]
+        arrays = [draw([size[i] for i in indices]) for indices in inputs]
         letter = {name: chr(97 + n) for n, name in enumerate(size)}
         spec = ",".join("".join(letter[i] for i in op) for op in inputs) + "->" + "".join(letter[i] for i in output)
         expected = np.einsum(spec, *[a.astype(object) for a in arrays]) % modular.PRIME

@@ -29,11 +29,11 @@ SKETCH_MARGIN = 8
 def random_instance(instance: Instance, seed: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """Factors with entries uniform in GF(p), and an input x (T x D) alike unless the structure is a
     feature structure, whose matrix M does not read x."""
-    rng = np.random.default_rng(seed)
-    factors = {name: modular.random(rng, shape) for name, shape in instance.factor_shapes.items()}
+    draw = modular.Draws(seed)
+    factors = {name: draw(shape) for name, shape in instance.factor_shapes.items()}
     if instance.is_feature_structure:
         return None, factors
-    return modular.random(rng, (instance.T, instance.D)), factors
+    return draw((instance.T, instance.D)), factors
 
 
 def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
@@ -50,8 +50,8 @@ def exact_rank(instance: Instance, bound: int, seed: int = 0) -> int:
     side = matrix.shape[0]
     width = bound + SKETCH_MARGIN
     if 4 * width <= side:  # a sketch pays when it is much smaller than the matrix
-        rng = np.random.default_rng(seed + 1)
-        left, right = modular.random(rng, (width, side)), modular.random(rng, (side, width))
+        draw = modular.Draws(seed + 1)
+        left, right = draw((width, side)), draw((side, width))
         matrix = modular.matmul(left, modular.matmul(matrix, right))
     rows, cols = matrix.shape
     return flint.nmod_mat(rows, cols, matrix.ravel().tolist(), modular.PRIME).rank()

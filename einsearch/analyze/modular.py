@@ -18,9 +18,24 @@ EXACT_BITS = 53  # float64 holds every integer below 2^53
 CHUNK = 1 << 14  # most summed terms of one product (then limbs of 8 bits)
 
 
-def random(rng: np.random.Generator, shape) -> np.ndarray:
-    """Entries drawn uniformly from GF(p)."""
-    return rng.integers(0, PRIME, shape, dtype=np.int64)
+class Draws:
+    """Entries uniform in GF(p), each call the next block of one SplitMix64 sequence (a counter
+    hashed, so vectorised; numpy.random takes longer to import than a describe takes to draw).
+    The bias of a 64-bit value reduced modulo p is below 2^-32."""
+
+    def __init__(self, seed: int) -> None:
+        self.position = seed << 32  # seeds 2^32 draws apart: no overlap at any size the check runs
+
+    def __call__(self, shape) -> np.ndarray:
+        count = math.prod(shape)
+        z = np.arange(self.position + 1, self.position + count + 1, dtype=np.uint64)
+        self.position += count
+        with np.errstate(over="ignore"):  # arithmetic modulo 2^64 is the point
+            z *= np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+        return (z % np.uint64(PRIME)).astype(np.int64).reshape(shape)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
