@@ -21,11 +21,11 @@ from pathlib import Path
 
 from ..planner import Plan
 from ..structure import Instance
+from .exact import METHOD
 from .formulas import Formulas, shape_key, split_lines
 
 SHIPPED = Path(__file__).with_name("formulas.json")
 DERIVATION = 2  # raised whenever formulas.py derives a formula differently: older entries are not read
-RANK_METHOD = "GF(2^31 - 1), SplitMix64 draws, seed 0, sketch of bound + 8"  # changed with exact.py
 
 
 def cache_dir() -> Path:
@@ -95,7 +95,7 @@ def _digest(*parts) -> str:
 
 def rank_key(instance: Instance, bound: int) -> str:
     """A digest of what the exact rank depends on: the levels with every size, the bound, the method."""
-    return _digest(RANK_METHOD, repr(instance.levels), instance.T, instance.D, bound)
+    return _digest(METHOD, repr(instance.levels), instance.T, instance.D, bound)
 
 
 def _lookup(key: str) -> dict:

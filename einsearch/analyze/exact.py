@@ -24,6 +24,7 @@ from . import modular
 
 RANK_LIMIT = 1024  # the largest matrix side the exact rank is computed for by default (about 1 s)
 SKETCH_MARGIN = 8
+METHOD = "GF(2^31 - 1), SplitMix64 draws, seed 0, sketch of bound + 8"  # change it with the method: ranks are cached
 
 
 def random_instance(instance: Instance, seed: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
