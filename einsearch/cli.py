@@ -11,13 +11,15 @@ from pathlib import Path
 
 import click
 
-from . import catalog
+from . import catalog, outputs
 from .errors import DSLError, EinsearchError
 from .experiments.settings import IcrConfig, LmConfig
-from .options import parse_structure_options
+from .options import parse_structure_options, value_text
 from .structure import Instance
 
 STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+HEADS_HELP = "Attention heads (every command's default is 1: the structure as written is one head)."
+TOTALS_HELP = HEADS_HELP + " Totals count all."
 
 
 def fail(message: str) -> None:
@@ -35,11 +37,68 @@ def resolve(name: str, args: list[str]) -> Instance:
 
 
 def emit(payload: dict | list, as_json: bool, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    outputs.echo(json.dumps(payload, indent=2) if as_json else text())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="einsearch")
+class Commands(click.Group):
+    """The command group. Its ``main`` is the one place an EinsearchError raised anywhere in a
+    command (a refused output, a failed write to a file or to standard output) becomes one line
+    and exit status 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except EinsearchError as err:
+            fail(str(err))
+
+
+class StructureCommand(click.Command):
+    """A command on a STRUCTURE that takes the structure's own options: its ``--help`` lists them,
+    with their defaults and docs, for the structure named before ``--help``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:  # a quiet first pass finds the structure before --help answers
+            probe = self.make_context(self.name, list(args), parent=ctx.parent, resilient_parsing=True)
+            ctx.meta[STRUCTURE_KEY] = (probe.params.get("structure"), probe.args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        title, rows = structure_option_rows(*ctx.meta.get(STRUCTURE_KEY, (None, [])))
+        with formatter.section(title):
+            formatter.write_dl(rows)
+
+
+STRUCTURE_KEY = "einsearch.structure"
+
+
+def structure_option_rows(name: str | None, args: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The help section of a structure's options: each with its kind of value, doc and default (as
+    resolved with the options given before --help, else the file's defaults)."""
+    if name is None:
+        every = "every option STRUCTURE declares (`einsearch describe btt --help` lists btt's)"
+        return "Options of the structure", [("--NAME VALUE", every)]
+    try:
+        structure = catalog.find(name)
+    except EinsearchError as err:
+        return f"Options of {name}", [("(none)", str(err))]
+    try:
+        values = structure.resolve(parse_structure_options(args)).values
+    except EinsearchError:
+        try:
+            values = structure.resolve().values
+        except EinsearchError:  # the file's own defaults fail: show the declarations only
+            values = {}
+    rows = []
+    for decl in structure.options:
+        kind = f"[{'|'.join(decl.choices)}]" if decl.kind == "choice" else "N,N,..." if decl.length else "N"
+        default = f"  [default: {value_text(values[decl.name])}]" if decl.name in values else ""
+        rows.append((f"--{decl.name} {kind}", f"{decl.doc}{default}".strip()))
+    return f"Options of {structure.name}", rows
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "-V", "--version", package_name="einsearch", prog_name="einsearch")
 def main() -> None:
     """Describe, cost and compare structured attention scoring functions written as einsums.
 
@@ -58,7 +117,13 @@ def main() -> None:
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(as_json: bool) -> None:
-    """List the catalog's structures with their doc lines."""
+    """List the catalog's structures with their doc lines.
+
+    \b
+    Examples:
+      einsearch list
+      einsearch list --json
+    """
     entries = []
     for name in catalog.names():
         try:
@@ -69,7 +134,7 @@ def list_command(as_json: bool) -> None:
     emit(entries, as_json, lambda: "\n".join(f"{e['name']:<{width}}  {e['doc']}" for e in entries))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -97,15 +162,15 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
     emit(payload, as_json, lambda: "\n".join(summary) + "\nok")
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
 @click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Largest matrix side for the exact rank check (above it, a bound).")  # fmt: skip
 @click.option("--full-pattern", is_flag=True, help="With --json: the compute pattern at every distance.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the compute pattern as a PNG.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the compute pattern as a PNG.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 @click.pass_context
 def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs: bool, rank_limit: int,
@@ -126,21 +191,20 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
     from . import describe as analyze
 
     instance = resolve(structure, ctx.args)
-    if plot is not None:
-        check_plot_target(plot, force)
+    figure = None if plot is None else check_plot_target(plot, force)
     desc = analyze(instance, rank_limit=rank_limit)
-    if plot is not None:
+    if figure is not None:
         from .analyze.pattern import pair_flops_grid
-        from .plot import plot_pattern
+        from .plot import pattern_png
 
-        plot_pattern(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
+        figure.write(pattern_png(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256))))
     emit(desc.to_dict(heads, macs, full_pattern), as_json, lambda: desc.text(heads, macs))
 
 
-@main.command("plan", context_settings=STRUCTURE_OPTIONS)
+@main.command("plan", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--alternatives", default=5, show_default=True, type=click.IntRange(min=0),
               help="Alternatives shown per level (--json lists all).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -168,9 +232,9 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
     emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
 @click.option(
@@ -207,7 +271,8 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
     from .codegen import class_name as default_class
 
     instance = resolve(structure, ctx.args)
-    target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
+    target = re.sub(r"\W", "_", instance.name) + "_attention.py" if output is None else output
+    destination = None if target == "-" else outputs.file_target(target, force=force, option="-o")
     research = [f"--normalize {normalize}"] if normalize != "none" else []
     research += ["--qk-norm"] * qk_norm + ["--separate-softmax"] * separate_softmax
     command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *research, f"-o {target}"])
@@ -218,13 +283,13 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
                         separate_softmax=separate_softmax)  # fmt: skip
     except EinsearchError as err:
         fail(str(err))
-    if target == "-":
-        click.echo(source, nl=False)
+    if destination is None:
+        outputs.echo(source, nl=False)
         return
-    write_atomically(Path(target), source, force)
+    destination.write(source)
     name = class_name or default_class(instance.name)
     levels = len(instance.levels)
-    click.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
+    outputs.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
                f"{plural(levels, 'level')}")  # fmt: skip
 
 
@@ -232,15 +297,15 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
-@main.command("bench", context_settings=STRUCTURE_OPTIONS)
+@main.command("bench", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=4, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
 @click.option("--length", type=click.IntRange(min=1), help="Input length. [default: the structure's T]")
 @click.option("--decode-context", type=click.IntRange(min=2), help="Context of the timed decoding step. [default: T]")
 @click.option("--repeat", default=7, show_default=True, type=click.IntRange(min=1), help="Timed runs per contender.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads. [default: torch's]")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float64"]), default="float32", show_default=True)
 @click.option("--no-backward", is_flag=True, help="Skip forward + backward.")
 @click.option("--no-naive", is_flag=True, help="Skip the naive form (a T x T buffer per level).")
@@ -254,49 +319,41 @@ def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, le
     Forward (no grad), forward + backward, and one decoded token with a cache, each the median of
     --repeat runs taken in turn with the other contenders, as ratios to standard attention
     (q/k/v projections and F.scaled_dot_product_attention) at the same size; with the analyzer's
-    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate.
+    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate. Every
+    argument, and the memory the run needs, is checked before torch is imported.
 
     \b
     Examples:
       einsearch bench mlr --T 2048 --D 256 --heads 4
-      einsearch bench btt --D 256 --T 1024 --no-naive --json
-      einsearch bench swa --T 4096 --window 128 --decode-context 4096
+      einsearch bench btt --D 256 --T 1024 --heads 4 --no-naive --json
+      einsearch bench swa --T 4096 --window 128 --heads 4 --decode-context 4096
     """
+    from .bench_setup import available_memory, bench_setup
+
+    instance = resolve(structure, ctx.args)
+    setup = bench_setup(instance, heads, batch, length, decode_context, repeat, device, dtype, not no_backward,
+                        not no_naive, available_memory() if device == "cpu" else None)  # fmt: skip
     try:
         import torch
     except ImportError:
         fail("bench needs PyTorch: pip install torch (a CPU build is enough)")
-    from .benchmark import bench
-
-    instance = resolve(structure, ctx.args)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device is available")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (torch.device(device).index or 0) >= count:
+            fail(f"--device {device}: no such CUDA device (this machine has {plural(count, 'CUDA device')})")
+        setup.check_memory(torch.cuda.mem_get_info(device)[0], f"is free on {device}")
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        report = bench(instance, heads, batch, length, repeat, decode_context, device, dtype, not no_backward,
-                       not no_naive)  # fmt: skip
-    except EinsearchError as err:
-        fail(str(err))
+    from .benchmark import bench
+
+    report = bench(setup)
     emit(report.to_dict(), as_json, report.text)
 
 
 def write_atomically(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (no half-written file);
-    refuse to replace an existing file unless ``force``."""
-    import os
-    import tempfile
-
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except OSError as err:
-        fail(f"{path}: cannot write: {err.strerror}")
+    """Write ``text`` to ``path`` whole or not at all (``outputs.FileTarget``); an existing file only
+    with ``force``."""
+    outputs.file_target(path, force=force).write(text)
 
 
 @main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
@@ -417,6 +474,12 @@ def experiment() -> None:
 
     Every option is checked, the run's memory estimated and the output paths tried before PyTorch
     is loaded; --heads is 1 unless given, as for every command.
+
+    \b
+    Examples:
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
+      einsearch experiment lm --structure mlr --levels 4 --ranks 16,8,4,4 --heads 2 --steps 200
+      einsearch experiment icr --help
     """
 
 
@@ -661,15 +724,13 @@ def experiment_lm(ctx: click.Context, structure: str, out: Path | None, plot: Pa
     emit(payload, as_json, lambda: lm_text(payload))
 
 
-def check_plot_target(path: Path, force: bool) -> None:
+def check_plot_target(path: Path, force: bool) -> outputs.FileTarget:
+    """The --plot file, checked before the work: matplotlib is there, and the path can be written."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         fail("--plot needs matplotlib: pip install 'einsearch[plot]'")
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
+    return outputs.file_target(path, force=force, option="--plot")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""The compute-pattern figure of ``describe --plot`` (matplotlib, an optional extra)."""
+"""The compute-pattern figure of ``describe --plot`` (matplotlib, an optional extra), as PNG bytes
+for ``outputs.FileTarget.write``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from .analyze.pattern import Profile
 from .structure import Instance
 
 
-def plot_pattern(instance: Instance, profile: Profile, grid: np.ndarray, path: Path) -> None:
+def pattern_png(instance: Instance, profile: Profile, grid: np.ndarray) -> bytes:
     """Two panels: c(t, u) over the T x T plane, and its mean by distance |t - u|."""
     import matplotlib
 
@@ -26,24 +27,21 @@ def plot_pattern(instance: Instance, profile: Profile, grid: np.ndarray, path: P
     right.set(title="mean FLOPs by distance", xlabel="|t - u|", ylabel="FLOPs per pair", xscale="symlog")
     fig.suptitle(f"{instance.name}: compute pattern (2 FLOPs per multiply-add)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# --- experiments: figures of `einsearch experiment icr` and `lm` results (their to_dict payloads) ---
+    return figure_png(fig)
 
 
 def figure_png(fig) -> bytes:
-    """The figure as PNG bytes (the caller writes them where they belong), closed."""
-    import io
-
+    """A matplotlib figure as PNG bytes (laid out, then closed)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     return buffer.getvalue()
+
+
+# --- experiments: figures of `einsearch experiment icr` and `lm` results (their to_dict payloads) ---
 
 
 def pyplot():

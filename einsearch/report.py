@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .network import EXHAUSTIVE_SPLITS
+from .options import value_text
 from .structure import Instance, Structure
 
 if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check` fast)
@@ -28,11 +29,7 @@ def number(value: float) -> str:
 
 
 def sizes_text(instance: Instance) -> str:
-    return "  ".join(f"{k}={_value(v)}" for k, v in instance.values.items())
-
-
-def _value(v: Any) -> str:
-    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    return "  ".join(f"{k}={value_text(v)}" for k, v in instance.values.items())
 
 
 def unit_scale(macs: bool) -> tuple[str, int]:
@@ -183,11 +180,11 @@ def structure_summary(structure: Structure, instance: Instance) -> list[str]:
     """What ``check`` prints: the options with defaults and docs, and the levels they give."""
     lines = [f"{structure.name}: {structure.doc or '(no doc line)'}", "options:"]
     for decl in structure.options:
-        default = "|".join(decl.choices) if decl.kind == "choice" else _value(instance.values[decl.name])
+        default = "|".join(decl.choices) if decl.kind == "choice" else value_text(instance.values[decl.name])
         lines.append(f"  --{decl.name:<10} {default:<24} {decl.doc}".rstrip())
     derived = [d for d in structure.program.symbols.values() if not d.is_option]
     if derived:
-        lines.append("derived: " + "  ".join(f"{d.name}={_value(instance.values[d.name])}" for d in derived))
+        lines.append("derived: " + "  ".join(f"{d.name}={value_text(instance.values[d.name])}" for d in derived))
     lines.append(f"levels: {len(instance.levels)}")
     for level in instance.levels:
         lines.append(f"  {level.number}: {level.written()}")
