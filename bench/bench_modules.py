@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import einsearch
+from einsearch.bench_setup import bench_setup
 from einsearch.benchmark import bench
 
 HEADS = 4
@@ -103,8 +104,9 @@ def main() -> None:
             for name in args.only:
                 start = time.perf_counter()
                 instance = einsearch.load(name).resolve(options(name, T, D))
-                report = bench(instance, HEADS, 1, None, args.repeat, None, args.device, args.dtype,
-                               backward=T <= args.max_backward, naive=T <= args.max_naive)  # fmt: skip
+                setup = bench_setup(instance, HEADS, repeat=args.repeat, device=args.device, dtype=args.dtype,
+                                    backward=T <= args.max_backward, naive=T <= args.max_naive)  # fmt: skip
+                report = bench(setup)
                 rows.append(report.to_dict())
                 print(f"{name} T={T} D={D}: {time.perf_counter() - start:.0f} s", flush=True)
                 (args.out / "results.json").write_text(json.dumps(rows, indent=1))

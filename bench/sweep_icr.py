@@ -5,7 +5,7 @@
     python bench/sweep_icr.py /tmp/icr --only lowrank   # runs whose label contains a word
     python bench/sweep_icr.py /tmp/icr-scaled --scaled  # the same with logits of unit scale at init
 
-Trains one model per (structure, width) with ``einsearch.icr`` (d = 16, N = 32 examples, prompts
+Trains one model per (structure, width) with ``einsearch.experiments.icr`` (d = 16, N = 32 examples, prompts
 of 64 tokens, 4 pre-LN layers, muP, AdamW with warm-up and cosine decay; the settings are
 ``SETTINGS`` below) and writes, into the folder given:
 
@@ -42,27 +42,19 @@ import sys
 import time
 from pathlib import Path
 
-from einsearch import icr
+from einsearch.experiments import icr
+from einsearch.experiments.settings import IcrConfig, scaled_structure
+from einsearch.report import icr_sweep_table
 
 SETTINGS = {"d": 16, "layers": 4, "steps": 1500, "batch": 64, "lr": 3e-3, "base_width": 32, "warmup": 0.05,
             "test_prompts": 1000, "seed": 0, "log_every": 50}  # fmt: skip
 WIDTHS = (32, 64)
 
 
-def scaled_structure(name: str, scale: str, folder: Path) -> str:
-    """A catalog structure's file with ``scale`` added to its score line, written into ``folder``."""
-    from einsearch.catalog import catalog_dir
-
-    text = (catalog_dir() / f"{name}.ein").read_text()
-    lines = [f"{line}  scale {scale}" if line.startswith("score") else line for line in text.splitlines()]
-    path = folder / f"{name}-scaled.ein"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def scaled_runs(width: int, folder: Path) -> list[tuple[str, str, int, dict]]:
     """The ``--scaled`` runs: lowrank and btt with unit-scale logits at init."""
-    lowrank, btt = scaled_structure("lowrank", "1/sqrt(r)", folder), scaled_structure("btt", "1/sqrt(D)", folder)
+    lowrank = scaled_structure("lowrank", ("1/sqrt(r)",), folder)
+    btt = scaled_structure("btt", ("1/sqrt(D)",), folder)
     return [
         ("lowrank, 8 heads, r = D/8, scale 1/sqrt(r)", lowrank, 8, {"r": width // 8}),
         ("lowrank, 1 head, r = D, scale 1/sqrt(D)", lowrank, 1, {"r": width}),
@@ -80,54 +72,11 @@ def runs(width: int) -> list[tuple[str, str, int, dict]]:
     ]
 
 
-def run_one(job: tuple[str, icr.Config]) -> tuple[str, dict]:
+def run_one(job: tuple[str, IcrConfig]) -> tuple[str, dict]:
     """Train one configuration in a worker process."""
     label, config = job
     result = icr.train(config)
     return label, result.to_dict()
-
-
-def result_of(payload: dict) -> icr.Result:
-    """A Result back from its JSON form (for the table and the plot)."""
-    config = icr.Config(**{k: v for k, v in payload["config"].items() if k in icr.Config.__dataclass_fields__})
-    errors = payload["errors"]
-    losses = [tuple(entry) for entry in payload["losses"]]
-    return icr.Result(config, payload["structure"], payload["model_params"], payload["forward_flops_per_prompt"],
-                      payload["seconds"], losses, errors["model"], errors["least_squares"])  # fmt: skip
-
-
-def table(results: list[tuple[str, icr.Result]]) -> str:
-    """The markdown table of the sweep: one row per run, then least squares and zero."""
-    d = results[0][1].config.d
-    ks = (d // 2, d, 2 * d - 1)
-    head = ["D", "structure", "params / head", "rank / head", "score GFLOPs / prompt", "model params",
-            "train TFLOPs", "wall s", *(f"k = {k}" for k in ks), "mean over k"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, r in results:
-        s = r.structure
-        score = s["score_flops"] * s["heads"] * r.config.layers / 1e9
-        train = 3 * r.forward_flops * r.config.batch * r.config.steps / 1e12
-        errors = [f"{r.errors[k]:.3f}" for k in ks]
-        mean = sum(r.errors) / len(r.errors)
-        cells = [str(r.config.width), label, f"{s['params']:,}", str(s["rank"]), f"{score:.4f}",
-                 f"{r.model_params:,}", f"{train:.2f}", f"{r.seconds:.0f}", *errors, f"{mean:.3f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    first = results[0][1]
-    for name, errors in (("least squares (min-norm)", first.least_squares), ("zero predictor", first.zero)):
-        cells = [
-            "",
-            name,
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            *(f"{errors[k]:.3f}" for k in ks),
-            f"{sum(errors) / len(errors):.3f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -153,7 +102,7 @@ def main() -> None:
     for width in widths:
         for label, structure, heads, options in scaled_runs(width, args.folder) if args.scaled else runs(width):
             if args.only in label or args.only in structure:
-                config = icr.Config(
+                config = IcrConfig(
                     structure=structure, options=options, width=width, heads=heads, threads=args.threads, **settings
                 )
                 jobs.append((label, config))
@@ -169,21 +118,24 @@ def main() -> None:
             print(f"D = {payload['config']['width']:3d}  {label:<36} {payload['seconds']:6.0f} s  "
                   f"error after {len(errors) - 1} examples {errors[-1]:.3f}", file=sys.stderr, flush=True)  # fmt: skip
     total = time.perf_counter() - start
-    results = [(done[i][0], result_of(done[i][1])) for i in range(len(jobs))]
-    text = table(results)
+    results = [done[i] for i in range(len(jobs))]
+    text = icr_sweep_table(results)
     summary = (
         f"{len(jobs)} runs, {settings['steps']} steps of {settings['batch']} prompts each, {args.workers} at a "
         f"time on {args.threads} thread(s) each: {total / 60:.1f} minutes in all"
     )
     (args.folder / "table.md").write_text(text + "\n\n" + summary + "\n")
-    payloads = [{"label": label, **payload} for label, payload in (done[i] for i in range(len(jobs)))]
+    payloads = [{"label": label, **payload} for label, payload in results]
     everything = {"settings": settings, "seconds": round(total, 1), "runs": payloads}
     (args.folder / "sweep.json").write_text(json.dumps(everything, indent=1) + "\n")
     try:
+        from einsearch.plot import icr_errors_png
+
         panels = {
-            f"D = {w} (d = {settings['d']})": [(lb, r) for lb, r in results if r.config.width == w] for w in widths
+            f"D = {w} (d = {settings['d']})": [(lb, r) for lb, r in results if r["config"]["width"] == w]
+            for w in widths
         }
-        icr.plot({title: runs for title, runs in panels.items() if runs}, args.folder / "icr.png")
+        (args.folder / "icr.png").write_bytes(icr_errors_png({title: runs for title, runs in panels.items() if runs}))
     except ImportError:
         print("sweep_icr: no plot (pip install matplotlib)", file=sys.stderr)
     print(text)

@@ -43,6 +43,7 @@ __all__ = [
     "OptionError",
     "Plan",
     "Structure",
+    "__version__",
     "catalog_names",
     "describe",
     "generate",
@@ -118,7 +119,15 @@ def search(D: int, T: int, heads: int = 1, **options: Any) -> SearchResult:
 
 
 def __getattr__(name: str) -> Any:
-    """``Plan``, ``Description``, ``Balanced`` and ``FLOPS`` without importing them up front."""
+    """``Plan``, ``Description``, ``Balanced``, ``FLOPS`` and ``__version__`` without importing them
+    up front (the version is the installed package's, which pyproject.toml sets)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("einsearch")
+        except PackageNotFoundError:  # a checkout run without installing it
+            return "unknown"
     if name in ("Plan", "Balanced", "FLOPS"):
         from . import planner as module
     elif name == "Description":

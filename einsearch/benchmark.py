@@ -28,10 +28,8 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from .bench_setup import BAND_CHUNK, PREFILL, BenchSetup
 from .structure import Instance
-
-PREFILL = 256  # tokens per call when filling a decoding cache (bounds the logits' memory)
-BAND_CHUNK = 64  # the band kernel's least queries per chunk (templates/partials/band_attention.py)
 
 
 class StandardAttention(nn.Module):
@@ -178,14 +176,14 @@ def form_pair_products(instance: Instance, T: int, channels: list[int], values: 
     form = form_of(instance)
     if form is Form.NESTED:
         order = sorted(range(len(channels)), key=lambda n: instance.levels[n].blocks)
-        blocks = [instance.levels[n].blocks * T // instance.T for n in order]  # block counts at length T
+        inside = [block_pairs(T, instance.T // instance.levels[n].blocks, instance.levels[n].blocks) for n in order]
         total, prefix = 0, 0
         for m, n in enumerate(order):
             prefix += channels[n]
             width = 2 * max(prefix, values) if padded else prefix + values
             if m + 1 < len(order):  # pairs in one level-m block but different level-(m+1) blocks, u < t
-                total += (T * T // blocks[m] - T * T // blocks[m + 1]) // 2 * width
-        return total + T * T // blocks[-1] * width
+                total += (inside[m] - inside[m + 1]) // 2 * width
+        return total + inside[-1] * width
     if form is Form.BAND:
         lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
         width = hi - lo + 1
@@ -194,29 +192,26 @@ def form_pair_products(instance: Instance, T: int, channels: list[int], values: 
     return T * T * (sum(channels) + values)
 
 
-def bench(
-    instance: Instance,
-    heads: int = 4,
-    batch: int = 1,
-    length: int | None = None,
-    repeat: int = 7,
-    decode_context: int | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    backward: bool = True,
-    naive: bool = True,
-) -> Report:
+def block_pairs(T: int, length: int, blocks: int) -> int:
+    """Ordered pairs inside one block of ``length`` tokens at input length T (blocks on absolute
+    positions, the last one partial; a level of one block is global at any T)."""
+    if blocks == 1:
+        return T * T
+    return (T // length) * length * length + (T % length) ** 2
+
+
+def bench(setup: BenchSetup) -> Report:
     """Times the generated module against standard attention (and the naive form) at one size."""
-    from .codegen import Form, attention_class, generate
+    from .codegen import attention_class
 
     torch.manual_seed(0)
-    T = length or instance.T
-    context = decode_context or T
-    kind = getattr(torch, dtype)
+    instance, heads, batch, T, repeat, device = (setup.instance, setup.heads, setup.batch, setup.length, setup.repeat,
+                                                 setup.device)  # fmt: skip
+    kind = getattr(torch, setup.dtype)
     sync = synchronizer(device)
-    contenders = {"generated": attention_class(generate(instance, heads))(instance.D, heads)}
-    if naive:
-        contenders["naive"] = attention_class(generate(instance, heads, form=Form.MASKED))(instance.D, heads)
+    contenders = {"generated": attention_class(setup.generated)(instance.D, heads)}
+    if setup.masked is not None:
+        contenders["naive"] = attention_class(setup.masked)(instance.D, heads)
     contenders["sdpa"] = StandardAttention(instance.D, heads)
     for module in contenders.values():
         module.to(device=device, dtype=kind)
@@ -225,10 +220,10 @@ def bench(
     with torch.no_grad():
         forward = round_robin({n: (lambda m=m: m(x)) for n, m in contenders.items()}, repeat, sync)
     both = {}
-    if backward:
+    if setup.backward:
         leaf = x.clone().requires_grad_()
         both = round_robin({n: (lambda m=m: m(leaf).sum().backward()) for n, m in contenders.items()}, repeat, sync)
-    decode = decode_times(contenders, batch, context, instance.D, device, kind, repeat, sync)
+    decode = decode_times(contenders, batch, setup.decode_context, instance.D, device, kind, repeat, sync)
     count_cpu_flash()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -243,8 +238,8 @@ def bench(
     ]  # fmt: skip
     predicted = predicted_flops(instance, batch, T, heads, padded)
     achieved = counted / forward["generated"]
-    return Report(instance.name, dict(instance.values), batch, T, heads, dtype, device, torch.get_num_threads(),
-                  context, rows, predicted, counted, achieved, matmul_rate(device, kind))  # fmt: skip
+    return Report(instance.name, dict(instance.values), batch, T, heads, setup.dtype, device, torch.get_num_threads(),
+                  setup.decode_context, rows, predicted, counted, achieved, matmul_rate(device, kind))  # fmt: skip
 
 
 CPU_FLASH = "_scaled_dot_product_flash_attention_for_cpu"

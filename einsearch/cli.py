@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from . import catalog
+from . import catalog, outputs
 from .errors import DSLError, EinsearchError
-from .options import parse_structure_options
+from .experiments.settings import IcrConfig, LmConfig
+from .options import parse_structure_options, value_text
 from .structure import Instance
 
 STRUCTURE_OPTIONS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+HEADS_HELP = "Attention heads (every command's default is 1: the structure as written is one head)."
+TOTALS_HELP = HEADS_HELP + " Totals count all."
 
 
 def fail(message: str) -> None:
@@ -33,11 +37,68 @@ def resolve(name: str, args: list[str]) -> Instance:
 
 
 def emit(payload: dict | list, as_json: bool, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    outputs.echo(json.dumps(payload, indent=2) if as_json else text())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="einsearch")
+class Commands(click.Group):
+    """The command group. Its ``main`` is the one place an EinsearchError raised anywhere in a
+    command (a refused output, a failed write to a file or to standard output) becomes one line
+    and exit status 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except EinsearchError as err:
+            fail(str(err))
+
+
+class StructureCommand(click.Command):
+    """A command on a STRUCTURE that takes the structure's own options: its ``--help`` lists them,
+    with their defaults and docs, for the structure named before ``--help``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:  # a quiet first pass finds the structure before --help answers
+            probe = self.make_context(self.name, list(args), parent=ctx.parent, resilient_parsing=True)
+            ctx.meta[STRUCTURE_KEY] = (probe.params.get("structure"), probe.args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        title, rows = structure_option_rows(*ctx.meta.get(STRUCTURE_KEY, (None, [])))
+        with formatter.section(title):
+            formatter.write_dl(rows)
+
+
+STRUCTURE_KEY = "einsearch.structure"
+
+
+def structure_option_rows(name: str | None, args: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The help section of a structure's options: each with its kind of value, doc and default (as
+    resolved with the options given before --help, else the file's defaults)."""
+    if name is None:
+        every = "every option STRUCTURE declares (`einsearch describe btt --help` lists btt's)"
+        return "Options of the structure", [("--NAME VALUE", every)]
+    try:
+        structure = catalog.find(name)
+    except EinsearchError as err:
+        return f"Options of {name}", [("(none)", str(err))]
+    try:
+        values = structure.resolve(parse_structure_options(args)).values
+    except EinsearchError:
+        try:
+            values = structure.resolve().values
+        except EinsearchError:  # the file's own defaults fail: show the declarations only
+            values = {}
+    rows = []
+    for decl in structure.options:
+        kind = f"[{'|'.join(decl.choices)}]" if decl.kind == "choice" else "N,N,..." if decl.length else "N"
+        default = f"  [default: {value_text(values[decl.name])}]" if decl.name in values else ""
+        rows.append((f"--{decl.name} {kind}", f"{decl.doc}{default}".strip()))
+    return f"Options of {structure.name}", rows
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "-V", "--version", package_name="einsearch", prog_name="einsearch")
 def main() -> None:
     """Describe, cost and compare structured attention scoring functions written as einsums.
 
@@ -56,7 +117,13 @@ def main() -> None:
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(as_json: bool) -> None:
-    """List the catalog's structures with their doc lines."""
+    """List the catalog's structures with their doc lines.
+
+    \b
+    Examples:
+      einsearch list
+      einsearch list --json
+    """
     entries = []
     for name in catalog.names():
         try:
@@ -67,7 +134,7 @@ def list_command(as_json: bool) -> None:
     emit(entries, as_json, lambda: "\n".join(f"{e['name']:<{width}}  {e['doc']}" for e in entries))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -95,15 +162,15 @@ def check(ctx: click.Context, structure: str, as_json: bool) -> None:
     emit(payload, as_json, lambda: "\n".join(summary) + "\nok")
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--macs", is_flag=True, help="Count multiply-adds instead of FLOPs (FLOPs = 2 per multiply-add).")
 @click.option("--rank-limit", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Largest matrix side for the exact rank check (above it, a bound).")  # fmt: skip
 @click.option("--full-pattern", is_flag=True, help="With --json: the compute pattern at every distance.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the compute pattern as a PNG.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the compute pattern as a PNG.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 @click.pass_context
 def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs: bool, rank_limit: int,
@@ -124,21 +191,20 @@ def describe(ctx: click.Context, structure: str, heads: int, as_json: bool, macs
     from . import describe as analyze
 
     instance = resolve(structure, ctx.args)
-    if plot is not None:
-        check_plot_target(plot, force)
+    figure = None if plot is None else check_plot_target(plot, force)
     desc = analyze(instance, rank_limit=rank_limit)
-    if plot is not None:
+    if figure is not None:
         from .analyze.pattern import pair_flops_grid
-        from .plot import plot_pattern
+        from .plot import pattern_png
 
-        plot_pattern(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256)), plot)
+        figure.write(pattern_png(instance, desc.profile, pair_flops_grid(instance, cells=min(instance.T, 256))))
     emit(desc.to_dict(heads, macs, full_pattern), as_json, lambda: desc.text(heads, macs))
 
 
-@main.command("plan", context_settings=STRUCTURE_OPTIONS)
+@main.command("plan", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Heads, for totals.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=TOTALS_HELP)
 @click.option("--alternatives", default=5, show_default=True, type=click.IntRange(min=0),
               help="Alternatives shown per level (--json lists all).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -166,9 +232,9 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
     emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
 
 
-@main.command(context_settings=STRUCTURE_OPTIONS)
+@main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
 @click.option("--normalize", type=click.Choice(["none", "levels", "coverage"]), default="none", show_default=True,
@@ -206,20 +272,21 @@ def generate(ctx: click.Context, structure: str, heads: int, output: str | None,
     from .codegen import class_name as default_class
 
     instance = resolve(structure, ctx.args)
-    target = output or re.sub(r"\W", "_", instance.name) + "_attention.py"
+    target = re.sub(r"\W", "_", instance.name) + "_attention.py" if output is None else output
+    destination = None if target == "-" else outputs.file_target(target, force=force, option="-o")
     try:
         flags = Research(**research).flags()
         command = " ".join(["einsearch generate", structure, *ctx.args, f"--heads {heads}", *flags, f"-o {target}"])
         source = render(instance, heads, class_name, command, **research)
     except EinsearchError as err:
         fail(str(err))
-    if target == "-":
-        click.echo(source, nl=False)
+    if destination is None:
+        outputs.echo(source, nl=False)
         return
-    write_atomically(Path(target), source, force)
+    destination.write(source)
     name = class_name or default_class(instance.name)
     levels = len(instance.levels)
-    click.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
+    outputs.echo(f"wrote {target}: {name}, {plural(heads, 'head')}, d_model {instance.D}, block_size {instance.T}, "
                f"{plural(levels, 'level')}")  # fmt: skip
 
 
@@ -227,15 +294,15 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
-@main.command("bench", context_settings=STRUCTURE_OPTIONS)
+@main.command("bench", cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
-@click.option("--heads", default=4, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
+@click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("--B", "batch", default=1, show_default=True, type=click.IntRange(min=1), help="Sequences per batch.")
 @click.option("--length", type=click.IntRange(min=1), help="Input length. [default: the structure's T]")
 @click.option("--decode-context", type=click.IntRange(min=2), help="Context of the timed decoding step. [default: T]")
 @click.option("--repeat", default=7, show_default=True, type=click.IntRange(min=1), help="Timed runs per contender.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads. [default: torch's]")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float64"]), default="float32", show_default=True)
 @click.option("--no-backward", is_flag=True, help="Skip forward + backward.")
 @click.option("--no-naive", is_flag=True, help="Skip the naive form (a T x T buffer per level).")
@@ -249,49 +316,41 @@ def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, le
     Forward (no grad), forward + backward, and one decoded token with a cache, each the median of
     --repeat runs taken in turn with the other contenders, as ratios to standard attention
     (q/k/v projections and F.scaled_dot_product_attention) at the same size; with the analyzer's
-    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate.
+    FLOPs beside FlopCounterMode's and the achieved FLOP/s beside a measured matmul rate. Every
+    argument, and the memory the run needs, is checked before torch is imported.
 
     \b
     Examples:
       einsearch bench mlr --T 2048 --D 256 --heads 4
-      einsearch bench btt --D 256 --T 1024 --no-naive --json
-      einsearch bench swa --T 4096 --window 128 --decode-context 4096
+      einsearch bench btt --D 256 --T 1024 --heads 4 --no-naive --json
+      einsearch bench swa --T 4096 --window 128 --heads 4 --decode-context 4096
     """
+    from .bench_setup import available_memory, bench_setup
+
+    instance = resolve(structure, ctx.args)
+    setup = bench_setup(instance, heads, batch, length, decode_context, repeat, device, dtype, not no_backward,
+                        not no_naive, available_memory() if device == "cpu" else None)  # fmt: skip
     try:
         import torch
     except ImportError:
         fail("bench needs PyTorch: pip install torch (a CPU build is enough)")
-    from .benchmark import bench
-
-    instance = resolve(structure, ctx.args)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device is available")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (torch.device(device).index or 0) >= count:
+            fail(f"--device {device}: no such CUDA device (this machine has {plural(count, 'CUDA device')})")
+        setup.check_memory(torch.cuda.mem_get_info(device)[0], f"is free on {device}")
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        report = bench(instance, heads, batch, length, repeat, decode_context, device, dtype, not no_backward,
-                       not no_naive)  # fmt: skip
-    except EinsearchError as err:
-        fail(str(err))
+    from .benchmark import bench
+
+    report = bench(setup)
     emit(report.to_dict(), as_json, report.text)
 
 
 def write_atomically(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (no half-written file);
-    refuse to replace an existing file unless ``force``."""
-    import os
-    import tempfile
-
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except OSError as err:
-        fail(f"{path}: cannot write: {err.strerror}")
+    """Write ``text`` to ``path`` whole or not at all (``outputs.FileTarget``); an existing file only
+    with ``force``."""
+    outputs.file_target(path, force=force).write(text)
 
 
 @main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
@@ -408,112 +467,267 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
 
 @main.group(context_settings={"help_option_names": ["-h", "--help"]})
 def experiment() -> None:
-    """Small training experiments with generated attention modules (they need PyTorch)."""
+    """Small training experiments with generated attention modules (they need PyTorch).
+
+    Every option is checked, the run's memory estimated and the output paths tried before PyTorch
+    is loaded; --heads is 1 unless given, as for every command.
+
+    \b
+    Examples:
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
+      einsearch experiment lm --structure mlr --levels 4 --ranks 16,8,4,4 --heads 2 --steps 200
+      einsearch experiment icr --help
+    """
+
+
+def training_options(config: type) -> Callable:
+    """The options every experiment has, with the defaults of its settings class ``config``."""
+    d = config()
+    positive, fraction = click.IntRange(min=1), click.FloatRange(0, 1)
+    options = [
+        click.option("--structure", required=True, help="Catalog name or .ein file; its options follow (--r 8)."),
+        click.option("--D", "width", default=d.width, show_default=True, type=positive, help="Model width."),
+        click.option("--layers", default=d.layers, show_default=True, type=positive, help="Pre-LN blocks."),
+        click.option("--heads", default=d.heads, show_default=True, type=positive, help="Attention heads."),
+        click.option("--steps", default=d.steps, show_default=True, type=positive, help="Training steps."),
+        click.option("--batch", default=d.batch, show_default=True, type=positive, help="Sequences per step."),
+        click.option(
+            "--lr",
+            default=d.lr,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            help="AdamW learning rate at the base width (muP scales it per matrix).",
+        ),
+        click.option(
+            "--base-width",
+            default=d.base_width,
+            show_default=True,
+            type=positive,
+            help="Width at which --lr applies as is (muP's base_fan_in).",
+        ),
+        click.option(
+            "--warmup",
+            default=d.warmup,
+            show_default=True,
+            type=fraction,
+            help="Fraction of the steps of linear warm-up.",
+        ),
+        click.option(
+            "--schedule",
+            type=click.Choice(["cosine", "constant"]),
+            default=d.schedule,
+            show_default=True,
+            help="After the warm-up: cosine decay to a tenth, or a constant rate.",
+        ),
+        click.option(
+            "--seed", default=d.seed, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data."
+        ),
+        click.option(
+            "--threads",
+            default=d.threads,
+            show_default=True,
+            type=positive,
+            help="Torch threads (the models are small: more rarely pay).",
+        ),
+        click.option("--out", type=click.Path(path_type=Path), help="Write DIR/results.json."),
+        click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG of the result."),
+        click.option("--force", is_flag=True, help="Overwrite results.json and the plot if they exist."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object."),
+        click.pass_context,
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def experiment_outputs(out: Path | None, plot: Path | None, force: bool) -> None:
+    """Every output path of a run tried before the work starts; errors exit with 2."""
+    from .experiments.outputs import check_file, check_folder
+
+    try:
+        if out is not None:
+            check_folder(out, force, "--out", ("results.json",))
+        if plot is not None:
+            check_file(plot, force, "--plot")
+            check_plot_target(plot, force)
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def run_experiment(label: str, steps: int, train: Callable) -> object:
+    """``train(on_step)`` with the training loss on a progress bar (stderr); errors exit with 2."""
+    show = lambda loss: None if loss is None else f"loss {loss:.4f}"  # noqa: E731
+    with click.progressbar(length=steps, label=label, file=sys.stderr, item_show_func=show) as bar:
+        try:
+            return train(lambda step, loss: bar.update(1, loss))
+        except FloatingPointError as err:
+            fail(f"{err}; try a smaller --lr")
+        except EinsearchError as err:
+            fail(str(err))
+
+
+def save_experiment(payload: dict, out: Path | None, plot: Path | None, figure: Callable[[], bytes]) -> None:
+    """results.json into ``out`` and ``figure()``'s PNG to ``plot`` (both checked before the run)."""
+    from .experiments.outputs import write
+
+    try:
+        if out is not None:
+            write(out / "results.json", json.dumps(payload, indent=2) + "\n")
+        if plot is not None:
+            write(plot, figure())
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def experiment_settings(config: type, structure: str, args: list[str], settings: dict) -> object:
+    """The settings object of a run, its structure's options parsed from ``args``; errors exit with 2."""
+    try:
+        return config(structure=structure, options=parse_structure_options(args), **settings)
+    except EinsearchError as err:
+        fail(str(err))
+
+
+def import_experiment(name: str):
+    """``einsearch.experiments.NAME`` (it needs torch)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f".experiments.{name}", __package__)
+    except ImportError as err:
+        fail(f"experiment {name} needs PyTorch ({err}): pip install torch")
 
 
 @experiment.command("icr", context_settings=STRUCTURE_OPTIONS)
-@click.option("--structure", required=True, help="Catalog name or .ein file; its options follow (--r 8, --levels 4).")
+@training_options(IcrConfig)
 @click.option("--d-input", "d", default=16, show_default=True, type=click.IntRange(min=1),
               help="Input dimension d: N = 2d examples, prompts of 4d tokens (the structure's T).")  # fmt: skip
-@click.option("--D", "width", default=64, show_default=True, type=click.IntRange(min=1), help="Model width.")
-@click.option("--layers", default=4, show_default=True, type=click.IntRange(min=1), help="Pre-LN blocks.")
-@click.option("--heads", default=8, show_default=True, type=click.IntRange(min=1), help="Attention heads.")
-@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
-@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Prompts per step.")
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="AdamW learning rate at the base width (muP scales it per matrix).")  # fmt: skip
-@click.option("--base-width", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Width at which --lr applies as is (muP's base_fan_in).")  # fmt: skip
-@click.option("--warmup", default=0.05, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of the steps of linear warm-up (then cosine decay).")  # fmt: skip
-@click.option("--curriculum", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of the steps over which the active input dims grow from 4 to d (0: off).")  # fmt: skip
-@click.option("--encoding", type=click.Choice(["paired", "interleaved"]), default="paired", show_default=True,
-              help="y tokens [x, y] (paired) or [0, y] (interleaved, the research code's; slow to learn).")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of weights and data.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Torch threads (the models are small: more rarely pay).")  # fmt: skip
+@click.option("--encoding", type=click.Choice(["paired", "research"]), default="paired", show_default=True,
+              help="y tokens [x, y] in d + 1 slots (paired) or [y, 0, ..., 0] in x's d slots (research).")  # fmt: skip
+@click.option("--curriculum-every", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Curriculum: input dims 4 -> d and examples 8 -> 2d, a stage every N steps (0: off; "
+              "research: 2000).")  # fmt: skip
+@click.option("--curriculum-share", default=0.06, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="The curriculum's stages end within this share of the steps (research: 0.06).")  # fmt: skip
+@click.option("--read-in-std", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Initial standard deviation of the read-in (research: 0.02).")  # fmt: skip
+@click.option("--position-std", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Initial standard deviation of the position table (research: 0.02).")  # fmt: skip
+@click.option("--no-bias", "bias", flag_value=False, default=True,
+              help="No biases in the read-in, MLPs, read-out and LayerNorms (research: none).")  # fmt: skip
+@click.option("--clip", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Clip the gradient norm at this (0: no clipping; research: none).")  # fmt: skip
+@click.option("--adam-eps", default=1e-8, show_default=True, type=click.FloatRange(min=0),
+              help="AdamW's epsilon (research: 1e-20).")  # fmt: skip
 @click.option("--test-prompts", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Prompts in the fixed test set.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write DIR/results.json.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write error against k as a PNG.")
-@click.option("--force", is_flag=True, help="Overwrite the results file and the plot if they exist.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.pass_context
-def experiment_icr(ctx: click.Context, structure: str, d: int, width: int, layers: int, heads: int, steps: int,
-                   batch: int, lr: float, base_width: int, warmup: float, curriculum: float, encoding: str,
-                   seed: int, threads: int, test_prompts: int, out: Path | None, plot: Path | None, force: bool,
-                   as_json: bool) -> None:  # fmt: skip
+def experiment_icr(ctx: click.Context, structure: str, out: Path | None, plot: Path | None, force: bool,
+                   as_json: bool, **settings) -> None:  # fmt: skip
     """Train a small GPT-style model whose attention is STRUCTURE's generated module on in-context
     linear regression, and report its test error against least squares and the zero predictor.
 
     Prompts x_1, w.x_1, ..., x_N, w.x_N with x ~ N(0, I/d), a fresh w per prompt, N = 2d; the
     structure is resolved with T = 4d and D = --D, so its blocks must fit T (mlr: T a multiple of
-    2^(levels - 1)). Seeded and deterministic on the CPU. See README, "Experiment: in-context
-    regression".
+    2^(levels - 1)). Seeded and deterministic on the CPU. The research code's settings (docs/icr.md):
+    --encoding research --curriculum-every 2000 --schedule constant --read-in-std 0.02
+    --position-std 0.02 --no-bias --clip 0 --adam-eps 1e-20 --layers 6 --heads 8, 500,000 steps of
+    64 prompts, its lr tuned per model.
 
     \b
     Examples:
       einsearch experiment icr --structure lowrank --r 8 --heads 8 --steps 300
       einsearch experiment icr --structure btt --heads 1 --D 32 --out runs/btt --plot btt.png
-      einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --json
+      einsearch experiment icr --structure mlr --levels 4 --ranks 4,2,1,1 --heads 1 --json
+      einsearch experiment icr --structure lowrank --r 8 --heads 8 --encoding research --no-bias
     """
-    try:
-        from . import icr
-    except ImportError as err:
-        fail(f"experiment icr needs PyTorch ({err}): pip install torch")
+    from .report import icr_text
+
     if any(arg == "--T" or arg.startswith("--T=") for arg in ctx.args):
-        fail(f"--T: the experiment sets it to the prompt length 4d = {4 * d}; leave it out")
+        fail(f"--T: the experiment sets it to the prompt length 4d = {4 * settings['d']}; leave it out")
+    config = experiment_settings(IcrConfig, structure, ctx.args, settings)
     try:
-        options = parse_structure_options(ctx.args)
+        instance = config.prepare()
     except EinsearchError as err:
         fail(str(err))
-    config = icr.Config(structure=structure, options=options, d=d, width=width, layers=layers, heads=heads,
-                        steps=steps, batch=batch, lr=lr, base_width=base_width, warmup=warmup,
-                        curriculum=curriculum, curriculum_start=min(4, d), encoding=encoding, seed=seed,
-                        threads=threads, test_prompts=test_prompts)  # fmt: skip
+    experiment_outputs(out, plot, force)
+    icr = import_experiment("icr")
+    result = run_experiment(f"training {instance.name}", config.steps,
+                            lambda on_step: icr.train(config, on_step, instance=instance))  # fmt: skip
+    payload = result.to_dict()
+
+    def figure() -> bytes:
+        from .plot import icr_errors_png
+
+        title = f"in-context regression, d = {config.d}, D = {config.width}"
+        return icr_errors_png({title: [(f"{instance.name}, {plural(config.heads, 'head')}", payload)]})
+
+    save_experiment(payload, out, plot, figure)
+    emit(payload, as_json, lambda: icr_text(payload))
+
+
+@experiment.command("lm", context_settings=STRUCTURE_OPTIONS)
+@training_options(LmConfig)
+@click.option("--T", "context", default=256, show_default=True, type=click.IntRange(min=2),
+              help="Context length: characters per sequence (the structure's T).")  # fmt: skip
+@click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(min=1),
+              help="Validation characters scored at the end (whole windows of T).")  # fmt: skip
+def experiment_lm(ctx: click.Context, structure: str, out: Path | None, plot: Path | None, force: bool,
+                  as_json: bool, **settings) -> None:  # fmt: skip
+    """Train a character-level GPT whose attention is STRUCTURE's generated module on Python
+    standard-library source, and report its validation loss, FLOPs per token and speed.
+
+    The corpus is the source of a fixed list of standard-library modules of the running Python
+    (no download), split into train and validation by file; its hash is recorded, with a warning
+    when it is not a documented one. The structure is resolved with T = --T and D = --D. Pre-LN
+    blocks (MLP 4D), learned positions, untied read-out, no biases, muP; seeded and
+    deterministic on the CPU. See docs/lm.md.
+
+    \b
+    Examples:
+      einsearch experiment lm --structure lowrank --r 32 --heads 2 --D 64 --steps 300
+      einsearch experiment lm --structure mlr --levels 6 --ranks 23,2,2,2,2,1 --heads 2 --out runs/mlr
+      einsearch experiment lm --structure swa --r 32 --window 32 --heads 2 --plot loss.png --json
+    """
+    from .experiments.corpus import CorpusWarning, load
+    from .report import lm_text
+
+    config = experiment_settings(LmConfig, structure, ctx.args, settings)
     try:
-        config.check()
-    except ValueError as err:
-        fail(str(err))
-    instance = resolve(structure, [*ctx.args, "--T", str(config.prompt_length), "--D", str(width)])
-    results = None if out is None else out / "results.json"
-    if results is not None:
-        if out.exists() and not out.is_dir():
-            fail(f"--out: {out} is not a directory")
-        if results.exists() and not force:
-            fail(f"{results} exists; pass --force to overwrite it")
-    if plot is not None:
-        check_plot_target(plot, force)
-    try:
-        attention = icr.attention_class(instance, heads)
+        text = load()
+        instance = config.prepare(text)
     except EinsearchError as err:
         fail(str(err))
-    show = lambda loss: None if loss is None else f"loss {loss:.4f}"  # noqa: E731
-    label = f"training {instance.name}"
-    with click.progressbar(length=steps, label=label, file=sys.stderr, item_show_func=show) as bar:
-        try:
-            result = icr.train(config, lambda step, loss: bar.update(1, loss), instance=instance, attention=attention)
-        except FloatingPointError as err:
-            fail(f"{err}; try a smaller --lr")
-    if results is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomically(results, icr.results_json(result), force)
-    if plot is not None:
-        title = f"in-context regression, d = {d}, D = {width}"
-        icr.plot({title: [(f"{instance.name}, {plural(heads, 'head')}", result)]}, plot)
-    emit(result.to_dict(), as_json, result.text)
+    experiment_outputs(out, plot, force)
+    if text.warning() is not None:
+        click.echo(f"einsearch: warning: {text.warning()}", err=True)
+    lm = import_experiment("lm")
+
+    def train(on_step: Callable) -> object:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CorpusWarning)  # said above
+            return lm.train(config, on_step, text=text, instance=instance)
+
+    payload = run_experiment(f"training {instance.name}", config.steps, train).to_dict()
+
+    def figure() -> bytes:
+        from .plot import lm_losses_png
+
+        return lm_losses_png([(f"{instance.name}, {plural(config.heads, 'head')}, D = {config.width}", payload)])
+
+    save_experiment(payload, out, plot, figure)
+    emit(payload, as_json, lambda: lm_text(payload))
 
 
-def check_plot_target(path: Path, force: bool) -> None:
+def check_plot_target(path: Path, force: bool) -> outputs.FileTarget:
+    """The --plot file, checked before the work: matplotlib is there, and the path can be written."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         fail("--plot needs matplotlib: pip install 'einsearch[plot]'")
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        fail(f"{path.parent} is not a directory")
+    return outputs.file_target(path, force=force, option="--plot")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,26 @@ class NotFoundError(EinsearchError):
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}"
+
+
+class OutputError(EinsearchError):
+    """An output that cannot be written: a path refused before the work starts, or a write that
+    failed (a full device, a folder that vanished). Rendered ``OPTION PATH: message`` (``PATH:
+    message`` without an option), naming the path as the user typed it.
+    """
+
+    def __init__(self, path: str, message: str, option: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.option = option
+
+    def __str__(self) -> str:
+        return f"{self.option + ' ' if self.option else ''}{self.path}: {self.message}"
+
+
+def reason(err: OSError) -> str:
+    """``permission denied``: an OSError's reason, in the lower case of the rest of a message."""
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    return (err.strerror or type(err).__name__).lower()

@@ -28,6 +28,11 @@ def parse_value(text: str, option: str | None = None) -> Value:
     return values if len(values) > 1 else values[0]
 
 
+def value_text(value: Value) -> str:
+    """A value as it is typed: [32, 8, 6] -> ``32,8,6`` (``parse_value`` reads it back)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def parse_structure_options(args: list[str]) -> dict[str, Value]:
     """``--D 256 --ranks 32,8`` (or ``--D=256``) into {'D': 256, 'ranks': [32, 8]}.
 

@@ -1,8 +1,9 @@
-"""The compute-pattern figure of ``describe --plot`` (matplotlib, an optional extra)."""
+"""The compute-pattern figure of ``describe --plot`` (matplotlib, an optional extra), as PNG bytes
+for ``outputs.FileTarget.write``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from .analyze.pattern import Profile
 from .structure import Instance
 
 
-def plot_pattern(instance: Instance, profile: Profile, grid: np.ndarray, path: Path) -> None:
+def pattern_png(instance: Instance, profile: Profile, grid: np.ndarray) -> bytes:
     """Two panels: c(t, u) over the T x T plane, and its mean by distance |t - u|."""
     import matplotlib
 
@@ -26,5 +27,84 @@ def plot_pattern(instance: Instance, profile: Profile, grid: np.ndarray, path: P
     right.set(title="mean FLOPs by distance", xlabel="|t - u|", ylabel="FLOPs per pair", xscale="symlog")
     fig.suptitle(f"{instance.name}: compute pattern (2 FLOPs per multiply-add)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (laid out, then closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
+
+
+# --- experiments: figures of `einsearch experiment icr` and `lm` results (their to_dict payloads) ---
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def icr_errors_png(panels: dict[str, list[tuple[str, dict]]]) -> bytes:
+    """Normalised test error against k: one panel per title, a line per (label, run), with least
+    squares and zero (the test set is the same for every run)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.6), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], panels.items()):
+        first = runs[0][1]
+        ks = list(range(len(first["errors"]["model"])))
+        for label, run in runs:
+            ax.plot(ks, run["errors"]["model"], label=label, linewidth=1.5)
+        ax.plot(ks, first["errors"]["least_squares"], "k--", label="least squares", linewidth=1.2)
+        ax.plot(ks, first["errors"]["zero"], "k:", label="zero", linewidth=1.2)
+        ax.axvline(first["config"]["d"], color="grey", linewidth=0.6)
+        ax.set(xlabel="in-context examples k", ylabel="test MSE / zero predictor's", ylim=(0, 1.2), xlim=(0, ks[-1]))
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def lm_losses_png(runs: list[tuple[str, dict]]) -> bytes:
+    """Training loss against characters trained on, a line per (label, run), each run's validation
+    loss a marker at its end."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, run in runs:
+        per_step = run["config"]["batch"] * run["config"]["context"]
+        steps, losses = zip(*run["losses"])
+        (line,) = ax.plot([s * per_step for s in steps], losses, label=label, linewidth=1.3)
+        ax.plot([steps[-1] * per_step], [run["validation_loss"]], "o", color=line.get_color())
+    ax.set(xlabel="characters trained on", ylabel="loss (nats per character)", title="training loss; o validation")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def lm_scaling_png(series: dict[str, list[dict]]) -> bytes:
+    """Validation loss against training FLOPs (log scale): a line per structure through its runs
+    (several seeds at one size: every point shown, the line through their mean)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, runs in series.items():
+        by_size: dict[float, list[float]] = {}
+        for run in runs:
+            by_size.setdefault(run["train_flops"], []).append(run["validation_loss"])
+        sizes = sorted(by_size)
+        (line,) = ax.plot(sizes, [sum(by_size[s]) / len(by_size[s]) for s in sizes], "-", label=label, linewidth=1.4)
+        for size in sizes:
+            ax.plot([size] * len(by_size[size]), by_size[size], "o", color=line.get_color(), markersize=4)
+    ax.set(xscale="log", xlabel="training FLOPs (analyzer, 3 x forward, non-embedding)",
+           ylabel="validation loss (nats per character)")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return figure_png(fig)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .network import EXHAUSTIVE_SPLITS
+from .options import value_text
 from .structure import Instance, Structure
 
 if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check` fast)
@@ -28,11 +29,7 @@ def number(value: float) -> str:
 
 
 def sizes_text(instance: Instance) -> str:
-    return "  ".join(f"{k}={_value(v)}" for k, v in instance.values.items())
-
-
-def _value(v: Any) -> str:
-    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    return "  ".join(f"{k}={value_text(v)}" for k, v in instance.values.items())
 
 
 def unit_scale(macs: bool) -> tuple[str, int]:
@@ -183,11 +180,11 @@ def structure_summary(structure: Structure, instance: Instance) -> list[str]:
     """What ``check`` prints: the options with defaults and docs, and the levels they give."""
     lines = [f"{structure.name}: {structure.doc or '(no doc line)'}", "options:"]
     for decl in structure.options:
-        default = "|".join(decl.choices) if decl.kind == "choice" else _value(instance.values[decl.name])
+        default = "|".join(decl.choices) if decl.kind == "choice" else value_text(instance.values[decl.name])
         lines.append(f"  --{decl.name:<10} {default:<24} {decl.doc}".rstrip())
     derived = [d for d in structure.program.symbols.values() if not d.is_option]
     if derived:
-        lines.append("derived: " + "  ".join(f"{d.name}={_value(instance.values[d.name])}" for d in derived))
+        lines.append("derived: " + "  ".join(f"{d.name}={value_text(instance.values[d.name])}" for d in derived))
     lines.append(f"levels: {len(instance.levels)}")
     for level in instance.levels:
         lines.append(f"  {level.number}: {level.written()}")
@@ -321,3 +318,115 @@ def schedule_json(schedule: Schedule, div: int, steps: bool = False) -> dict:
             for step in schedule.steps
         ]
     return found
+
+
+# --- experiments: the results of `einsearch experiment icr` and `lm` (their to_dict payloads) -----
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def icr_columns(d: int, examples: int) -> list[int]:
+    """The k shown: 1, d/2, d, 3d/2 and N - 1 = 2d - 1 (the last query)."""
+    return sorted({k for k in (1, d // 2, d, 3 * d // 2, 2 * d - 1) if 0 <= k < examples})
+
+
+def icr_table(payload: dict) -> str:
+    """The normalised test error at several k of the model, least squares and the zero predictor."""
+    errors = payload["errors"]
+    ks = icr_columns(payload["config"]["d"], len(errors["model"]))
+    rows = []
+    for name, key in (("model", "model"), ("least squares", "least_squares"), ("zero", "zero")):
+        values = errors[key]
+        rows.append([name, *(f"{values[k]:.4f}" for k in ks), f"{sum(values) / len(values):.4f}"])
+    return markdown_table(["predictor", *(f"k={k}" for k in ks), "mean over k"], rows)
+
+
+def icr_text(payload: dict) -> str:
+    """What `einsearch experiment icr` prints."""
+    c, s = payload["config"], payload["structure"]
+    curriculum = f", curriculum every {c['curriculum_every']} steps" if c["curriculum_every"] else ""
+    return "\n".join([
+        f"in-context regression: {s['name']} ({plural(s['heads'], 'head')}), d = {c['d']}, N = {c['examples']}, "
+        f"encoding {c['encoding']}, D = {c['width']}, {plural(c['layers'], 'layer')}, {c['steps']} steps of "
+        f"{c['batch']} prompts, lr {c['lr']:g} ({c['schedule']}){curriculum}, seed {c['seed']}",
+        f"attention per layer: {s['params'] * s['heads']:,} scoring params, rank {s['rank']} per head; "
+        f"model {payload['model_params']:,} params; {payload['seconds']:.1f} s",
+        f"final training loss {payload['losses'][-1][1]:.4f}",
+        f"test error (MSE / zero predictor's; {c['test_prompts']} prompts) after k examples:",
+        icr_table(payload),
+    ])  # fmt: skip
+
+
+def icr_sweep_table(runs: list[tuple[str, dict]]) -> str:
+    """One row per labelled run of a sweep (error after d/2, d and 2d - 1 examples, its costs),
+    then least squares and the zero predictor (the test set is the same for every run)."""
+    first = runs[0][1]
+    d = first["config"]["d"]
+    ks = (d // 2, d, 2 * d - 1)
+    head = ["D", "structure", "params / head", "rank / head", "score GFLOPs / prompt", "model params",
+            "train TFLOPs", "wall s", *(f"k = {k}" for k in ks), "mean over k"]  # fmt: skip
+    rows = []
+    for label, run in runs:
+        s, errors = run["structure"], run["errors"]["model"]
+        score = s["score_flops"] * s["heads"] * run["config"]["layers"] / 1e9
+        rows.append([str(run["config"]["width"]), label, f"{s['params']:,}", str(s["rank"]), f"{score:.4f}",
+                     f"{run['model_params']:,}", f"{run['train_flops'] / 1e12:.2f}", f"{run['seconds']:.0f}",
+                     *(f"{errors[k]:.3f}" for k in ks), f"{sum(errors) / len(errors):.3f}"])  # fmt: skip
+    for name, key in (("least squares (min-norm)", "least_squares"), ("zero predictor", "zero")):
+        errors = first["errors"][key]
+        rows.append(["", name, *[""] * 6, *(f"{errors[k]:.3f}" for k in ks), f"{sum(errors) / len(errors):.3f}"])
+    return markdown_table(head, rows)
+
+
+def lm_flops_text(flops: dict) -> str:
+    """The forward FLOPs per token of the blocks, the analyzer's parts beside FlopCounterMode's."""
+    per_layer = flops["analyzer"]["per_layer"].items()
+    parts = ", ".join(f"{name.replace('_', ' ')} {number(value)}" for name, value in per_layer)
+    return (f"forward FLOPs per token (2 per multiply-add), blocks: analyzer {number(flops['analyzer']['per_token'])} "
+            f"(per layer: {parts}), FlopCounterMode {number(flops['flop_counter'])}; read-out "
+            f"{number(flops['read_out'])}")  # fmt: skip
+
+
+def lm_text(payload: dict) -> str:
+    """What `einsearch experiment lm` prints."""
+    c, s, corpus = payload["config"], payload["structure"], payload["corpus"]
+    losses = payload["losses"]
+    documented = "documented" if corpus["documented"] else "NOT the documented corpus"
+    return "\n".join([
+        f"language modelling: {s['name']} ({plural(s['heads'], 'head')}), D = {c['width']}, "
+        f"{plural(c['layers'], 'layer')}, T = {c['context']}, {c['steps']} steps of {c['batch']} sequences "
+        f"({payload['tokens']:,} characters), lr {c['lr']:g} ({c['schedule']}), seed {c['seed']}",
+        f"corpus: Python {corpus['python']} standard library, {len(corpus['train_files'])} files "
+        f"({corpus['train_characters']:,} characters) to train, {len(corpus['validation_files'])} to validate "
+        f"({corpus['validation_characters']:,}), {corpus['vocabulary']} characters; sha256 {corpus['sha256'][:12]} "
+        f"({documented})",
+        f"attention per layer: {s['params'] * s['heads']:,} scoring params, rank {s['rank']} per head; model "
+        f"{payload['model_params']:,} params ({payload['non_embedding_params']:,} in the blocks)",
+        lm_flops_text(payload["flops_per_token"]),
+        f"training: {payload['train_flops']:.3g} FLOPs (3 x forward x characters), {payload['seconds']:.1f} s, "
+        f"{payload['tokens_per_second']:,.0f} characters/s",
+        f"training loss {losses[0][1]:.4f} (first {losses[0][0]} steps) -> {losses[-1][1]:.4f} (last)",
+        f"validation loss {payload['validation_loss']:.4f} nats per character "
+        f"({payload['validation_loss'] / math.log(2):.4f} bits)",
+    ])  # fmt: skip
+
+
+def lm_sweep_table(runs: list[tuple[str, dict]]) -> str:
+    """One row per labelled run of a language-modelling sweep: its size, costs and losses."""
+    head = ["D", "heads", "structure", "seed", "params (blocks)", "forward FLOPs / token (analyzer)",
+            "FlopCounterMode", "train TFLOPs", "characters/s", "train loss", "validation loss"]  # fmt: skip
+    rows = []
+    for label, run in runs:
+        c, flops = run["config"], run["flops_per_token"]
+        rows.append([str(c["width"]), str(c["heads"]), label, str(c["seed"]), f"{run['non_embedding_params']:,}",
+                     number(round(flops["analyzer"]["per_token"])), number(round(flops["flop_counter"])),
+                     f"{run['train_flops'] / 1e12:.2f}", f"{run['tokens_per_second']:,.0f}",
+                     f"{run['losses'][-1][1]:.4f}", f"{run['validation_loss']:.4f}"])  # fmt: skip
+    return markdown_table(head, rows)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"

@@ -103,6 +103,11 @@ class SequencePattern:
         before = self.count_before(T, np.asarray(t_edges)[:, None], np.asarray(u_edges)[None, :])
         return before[1:, 1:] - before[:-1, 1:] - before[1:, :-1] + before[:-1, :-1]
 
+    def causal_count(self, T: int) -> int:
+        """Pairs scored with u <= t: what a causal model keeps of the pattern."""
+        lo, hi = self.band if self.band is not None else (0, T)
+        return SequencePattern(self.blocks, (max(lo, 0), hi)).count(T)
+
     def rows(self, T: int) -> int:
         """Rows t holding at least one scored pair."""
         block = self.block_size(T)

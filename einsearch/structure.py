@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .dsl import Axis, IndexDecl, Loop, OperandRef, Program, Require, Score, SymbolDecl, parse
-from .errors import DSLError, NotFoundError, OptionError, Pos
+from .errors import DSLError, NotFoundError, OptionError, Pos, reason
 from .expr import Binary, Call, Expr, Item, ListLit, Name, Num, Unary, Value, evaluate, names_in, walk
 from .sequence import SequencePattern
 
@@ -261,7 +261,7 @@ def read_source(path: str | Path) -> str:
     except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
         raise NotFoundError(name, "no such file") from None
     except OSError as err:
-        raise DSLError(f"cannot be read: {_reason(err)}", source=name) from None
+        raise DSLError(f"cannot be read: {reason(err)}", source=name) from None
     if stat.S_ISDIR(info.st_mode):
         raise NotFoundError(name, "is a directory, not a .ein file")
     if not stat.S_ISREG(info.st_mode):
@@ -272,7 +272,7 @@ def read_source(path: str | Path) -> str:
                 raise NotFoundError(name, "is not a regular file (a FIFO, socket or device), not a .ein file")
             data = file.read(MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise DSLError(f"cannot be read: {_reason(err)}", source=name) from None
+        raise DSLError(f"cannot be read: {reason(err)}", source=name) from None
     if len(data) > MAX_FILE_BYTES:
         raise DSLError(f"is larger than {MAX_FILE_BYTES} bytes: not a structure file", source=name)
     return decode_source(data, name)
@@ -298,13 +298,6 @@ def _byte_pos(data: bytes, offset: int) -> Pos:
     """The line and column of byte ``offset``, counted in characters as the tokenizer counts them."""
     lines = (data[:offset].decode("utf-8", errors="replace") + "x").splitlines()
     return Pos(len(lines), len(lines[-1]))
-
-
-def _reason(err: OSError) -> str:
-    """``permission denied``: an OSError's reason, in the lower case of the rest of the message."""
-    if isinstance(err, PermissionError):
-        return "permission denied"
-    return (err.strerror or type(err).__name__).lower()
 
 
 def from_text(text: str, source: str = "<input>", name: str = "structure") -> Structure:
@@ -757,9 +750,15 @@ class Resolver:
             if not is_whole(value):
                 raise DSLError(f"band bounds must be whole numbers, got {value}", band.pos)
             bounds.append(value)
-        if bounds[0] > bounds[1]:
-            raise DSLError(f"empty band: {bounds[0]} <= t - u <= {bounds[1]}", band.pos)
-        return bounds[0], bounds[1]
+        lo, hi = bounds
+        if lo > hi:
+            raise DSLError(f"empty band: {lo} <= t - u <= {hi}", band.pos)
+        T = int(env["T"])
+        if not SequencePattern(1, (lo, hi)).causal_count(T):
+            why = ("every key it reaches comes after its query (u > t), and a causal model scores none"
+                   if hi < 0 else f"t - u is at most T - 1 = {T - 1}")  # fmt: skip
+            raise DSLError(f"the band {lo} <= t - u <= {hi} scores no pair: {why}", band.pos)
+        return lo, hi
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from einsearch import catalog, reference
 from einsearch.analyze.counts import Flops, plan_flops
-from einsearch.planner import FLOPS, Balanced, LevelPlan, Part, Schedule, plan
+from einsearch.planner import FLOPS, Balanced, LevelPlan, Op, Part, Schedule, Step, plan
 
 # One small instance of every catalog structure, with non-square splits, s > 1 and odd T where they apply.
 SMALL = {
@@ -54,3 +54,34 @@ def random_case(name: str, batch: int = 2):
     xs = [reference.random_input(instance, seed=seed) for seed in range(1, batch + 1)]
     torch_factors = {k: torch.from_numpy(v) for k, v in factors.items()}
     return instance, factors, xs, torch_factors, torch.from_numpy(np.stack(xs))
+
+
+def charge(step: Step, sizes) -> int:
+    """docs/design.md §3, worked out from a step's tensors and index sizes alone (exact integers):
+    over every index the step touches, 2 per element for a pairwise step that sums an index, 1 for
+    one that only multiplies, 1 for a lone operand that is summed, 0 for one already in shape and
+    for the steps that only move data."""
+    if step.op is not Op.CONTRACT:
+        return 0
+    touched = {i for t in step.inputs for i in t.indices} | set(step.output.indices)
+    elements = 1
+    for i in touched:
+        elements *= sizes[i]
+    sums = bool(touched - set(step.output.indices))
+    if len(step.inputs) > 1:
+        return (2 if sums else 1) * elements
+    return elements if sums else 0
+
+
+def charged(schedules) -> int:
+    """The §3 charge of every step of ``schedules``."""
+    return sum(charge(step, schedule.sizes) for schedule in schedules for step in schedule.steps)
+
+
+def chain_text(n: int, D: int, T: int = 8) -> str:
+    """A structure file: x[t, i] F0[i, c1] F1[c1, c2] ... x[u, j], n factors joined by bonds of
+    size 2 (generic rank 2 when D >= 2)."""
+    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
+    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
+    declared = ", ".join(f"{c}: 2" for c in bonds[1:-1])
+    return f"size T = {T}\nsize D = {D}\nindex {declared}\nscore = x[t, i] {chain} x[u, j]\n"

@@ -30,18 +30,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import flop_counts, map_flops, pair_cost
+from support import chain_text, flop_counts, map_flops, pair_cost
 from torch.utils.flop_counter import FlopCounterMode
 
 from einsearch import catalog, reference
-from einsearch.analyze import describe
-from einsearch.analyze.counts import params
+from einsearch.analyze import describe, modular
+from einsearch.analyze.counts import pair_flops, params
 from einsearch.analyze.exact import exact_rank
 from einsearch.analyze.family import level_family
 from einsearch.analyze.formulas import evaluate, formulas
 from einsearch.analyze.pattern import distance_profile, pair_flops_grid
 from einsearch.analyze.rank import rank_bound, rank_bounds
-from einsearch.planner import DEFAULT_COST, FLOPS, plan
+from einsearch.errors import DSLError
+from einsearch.planner import DEFAULT_COST, FLOPS, Part, plan
 from einsearch.sequence import SequencePattern
 from einsearch.structure import from_text
 
@@ -69,8 +70,8 @@ def resolve(name: str, sizes: dict):
     return catalog.find(name).resolve(dict(sizes))
 
 
-def resolve_text(text: str, sizes: dict | None = None, name: str = "custom"):
-    return from_text(text, name=name).resolve(dict(sizes or {}))
+def resolve_text(text: str, sizes: dict | None = None, name: str = "custom", source: str = "<input>"):
+    return from_text(text, source, name).resolve(dict(sizes or {}))
 
 
 def p_l(level_number: int) -> int:
@@ -297,9 +298,9 @@ score = x[t, i] Q[i, a] K[j, a] x[u, j]  where -1 <= t - u <= 1
     assert exact_rank(inst, bound) == 7
 
 
-@pytest.mark.parametrize("lo,hi,rank", [(1, 4, 11), (-3, -1, 11), (2, 2, 10), (0, 0, 12), (-2, 3, 12)])
+@pytest.mark.parametrize("lo,hi,rank", [(1, 4, 11), (3, 4, 9), (2, 2, 10), (0, 0, 12), (-2, 3, 12)])
 def test_band_ranks(lo, hi, rank):
-    """Strict bands lose |lo| (or |hi|) rows; bands through the diagonal are full rank for r = 3."""
+    """Strict bands lose lo rows; bands through the diagonal are full rank for r = 3."""
     text = f"""
 size T = 12
 size D = 6
@@ -321,6 +322,33 @@ def test_exact_rank_is_not_fooled_by_a_loose_bound():
     inst = resolve("lowrank", {"T": 8, "D": 96, "r": 6})
     assert exact_rank(inst, 6) == 6
     assert exact_rank(inst, 1) == 6  # width 9 >= 6
+
+
+@pytest.mark.parametrize("n", [10, 20, 40])
+def test_exact_rank_of_a_long_chain_is_the_generic_rank(n):
+    """A product of n random matrices through bonds of 2 has rank 2: entries uniform modulo the
+    prime keep it so (entries from {-1, 0, 1} read rank 1 at n = 10 and 0 at n = 20)."""
+    inst = resolve_text(chain_text(n, D=16))
+    assert rank_bound(inst) == 2
+    assert [exact_rank(inst, 2, seed) for seed in range(3)] == [2, 2, 2]
+
+
+def test_modular_einsum_against_python_integers():
+    """The exact rank's arithmetic: einsums modulo p (batched, summed, outer and lone-summed
+    indices, and sums longer than one float64 product holds) against Python integers."""
+    draw = modular.Draws(0)
+    cases = [
+        ([("a", "b"), ("b", "c")], ("a", "c"), {"a": 3, "b": 40000, "c": 2}),
+        ([("g", "t", "i"), ("i", "r"), ("g", "u", "r")], ("g", "t", "u"), {"g": 3, "t": 4, "u": 5, "i": 6, "r": 7}),
+        ([("t", "s"), ("u",)], ("u", "t"), {"t": 3, "s": 4, "u": 5}),
+        ([("a", "b", "c"), ("c", "d"), ("a", "d")], ("b",), {"a": 2, "b": 3, "c": 70, "d": 2}),
+    ]
+    for inputs, output, size in cases:
+        arrays = [draw([size[i] for i in indices]) for indices in inputs]
+        letter = {name: chr(97 + n) for n, name in enumerate(size)}
+        spec = ",".join("".join(letter[i] for i in op) for op in inputs) + "->" + "".join(letter[i] for i in output)
+        expected = np.einsum(spec, *[a.astype(object) for a in arrays]) % modular.PRIME
+        np.testing.assert_array_equal(modular.einsum(inputs, output, arrays), expected.astype(np.int64))
 
 
 def test_low_rank_factor_product_chain():
@@ -421,13 +449,13 @@ mlr_long_blocks = st.integers(1, 4).flatmap(
     lambda L: st.tuples(
         st.just(L),
         st.integers(1, 4),  # D
-        st.integers(0, 3),  # T = 2^(L-1) * D * 2^k: every finest block has at least D tokens
+        st.integers(0, 1),  # T = 2^(L-1) * D * 2^k: every finest block has at least D tokens
         st.lists(st.integers(1, 6), min_size=L, max_size=L),
     )
 )
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(mlr_long_blocks)
 def test_mlr_rank_bound_exact_when_blocks_hold_D_tokens(config):
     """Finest blocks of at least D tokens: x cut to the blocks has full column rank, so the bound
@@ -440,8 +468,9 @@ def test_mlr_rank_bound_exact_when_blocks_hold_D_tokens(config):
 
 
 def random_structure(data) -> str:
-    """A score of 1 to 4 levels: blocks (any divisor of T, so counts need not nest), bands (through,
-    beside or past the sequence), block-diagonal feature maps, factors shared between levels."""
+    """A score of 1 to 4 levels: blocks (any divisor of T, so counts need not nest), bands (through
+    or beside the diagonal, past the sequence's end, each keeping a causal pair), block-diagonal
+    feature maps, factors shared between levels."""
     T = data.draw(st.sampled_from([4, 6, 8, 12, 16, 18]), label="T")
     D = data.draw(st.sampled_from([1, 2, 3, 4, 6, 8]), label="D")
     lines = [f"size T = {T}", f"size D = {D}"]
@@ -454,8 +483,8 @@ def random_structure(data) -> str:
             continue
         lines.append(f"index r{n}: {r}")
         if kind == "band":
-            lo = data.draw(st.integers(-T - 1, T + 1), label="lo")
-            hi = data.draw(st.integers(lo, T + 2), label="hi")
+            lo = data.draw(st.integers(-T - 1, T - 1), label="lo")
+            hi = data.draw(st.integers(max(lo, 0), T + 2), label="hi")
             lines.append(f"score += x[t, i] Q{n}[i, r{n}] K{n}[j, r{n}] x[u, j]  where {lo} <= t - u <= {hi}")
             continue
         p = data.draw(st.sampled_from([d for d in range(1, T + 1) if T % d == 0]), label="p")
@@ -878,16 +907,13 @@ score = x[t, i] Q[i, a] K[j, a] x[u, j]  where {lo} <= t - u <= {hi}
         (0, 3),
         (-2, 3),
         (1, 4),
-        (-3, -1),
         (0, 0),
         (-5, 5),
         (2, 20),
-        (-30, -4),
         (-40, 40),
         (0, 7),
         (-7, 12),
-        (14, 20),
-        (-20, -14),
+        (7, 20),
     ],
 )
 @pytest.mark.parametrize("T", [8, 13])
@@ -901,6 +927,16 @@ def test_band_counts_and_formula(lo, hi, T):
     assert evaluate(f.scored_pairs, inst) == flops.scored_pairs
 
 
+@pytest.mark.parametrize("lo,hi", [(-3, -1), (-30, -4), (-20, -14), (14, 20), (13, 13)])
+def test_a_band_with_no_causal_pair_is_refused(lo, hi):
+    """Keys only after their query, or only beyond the sequence: after the causal mask the level
+    scores nothing, so resolving refuses it, at the band, saying why (T = 13)."""
+    why = "comes after its query" if hi < 0 else "t - u is at most T - 1 = 12"
+    with pytest.raises(DSLError, match=rf"^custom:6:48: the band {lo} <= t - u <= {hi} scores no pair: .*{why}"):
+        resolve_text(BAND_TEXT.format(T=13, lo=lo, hi=hi), source="custom")
+    assert SequencePattern(1, (lo, hi)).causal_count(13) == 0 < SequencePattern(1, (lo, hi)).count(50)
+
+
 @pytest.mark.parametrize("window", [31, 32, 40])
 def test_swa_window_at_least_T(window):
     """A window wider than the sequence keeps every causal pair, and the formula must say so too."""
@@ -909,6 +945,36 @@ def test_swa_window_at_least_T(window):
     causal = T * (T + 1) // 2
     assert flop_counts(inst).scored_pairs == 4 * T * D * r + 2 * r * causal
     assert evaluate(formulas(plan(inst)).scored_pairs, inst) == flop_counts(inst).scored_pairs
+
+
+def test_maps_that_share_no_index_score_a_pair_by_one_multiply():
+    """A rank-1 two-core einsum: q_t = x_t . A and k_u = x_u . B are numbers, so each pair costs
+    one multiply (docs/design.md §3), as the plan counts it. Scored pairs, their formula and the
+    compute pattern say the same; they used to charge a multiply-add (score 8,388,608 against
+    scored pairs 12,582,912 at T = 2048, D = 512)."""
+    T, D = 64, 8
+    inst = resolve_text(f"size T = {T}\nsize D = {D}\nscore = x[t, b] A[b] B[d] x[u, d]\n")
+    expected = 2 * (2 * T * D) + T * T  # two maps of T x D multiply-adds, then T x T multiplies
+    d = describe(inst)
+    assert d.flops.score == d.flops.scored_pairs == expected
+    assert evaluate(d.formulas.scored_pairs, inst) == expected
+    assert set(d.profile.flops) == {1}
+
+
+def test_levels_sharing_a_pair_product_each_add_their_channels():
+    """Two such levels: alone, each scores a pair by one multiply; in one shared pair product their
+    maps are concatenated into 2 channels and a pair is a dot product of 2 (4 FLOPs, a multiply-add
+    per channel). The plan keeps them apart, and scored pairs count what it does."""
+    T, D = 64, 8
+    text = f"size T = {T}\nsize D = {D}\nscore = x[t, b] A[b] B[d] x[u, d]\nscore += x[t, b] C[b] E[d] x[u, d]\n"
+    inst = resolve_text(text)
+    chosen = plan(inst)
+    (shared,) = chosen.groups
+    assert pair_flops(shared) == {1: 2, 2: 2}
+    assert shared.part_flops(Part.PAIRS) == T * T * 4
+    assert [pair_flops(s) for s in chosen.schedules] == [{1: 1}, {2: 1}]
+    maps = chosen.part_flops(Part.QUERY, Part.KEY)
+    assert flop_counts(inst, DEFAULT_COST).scored_pairs == chosen.flops == maps + 2 * T * T
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1044,21 +1110,20 @@ bands = st.one_of(st.none(), st.tuples(st.integers(-40, 40), st.integers(0, 45))
 patterns = st.tuples(st.integers(1, 5), st.integers(1, 8), bands).map(lambda a: (a[0] * a[1], a[0], a[2]))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(patterns, st.data())
 def test_sequence_pattern_brute_force(case, data):
     """Every count of the rule against a loop over all (t, u): bands through, beside and past the
     sequence (negative lo, hi >= T, bands that miss every pair), blocks with and without a band."""
     T, blocks, band = case
     pattern = SequencePattern(blocks, band)
-    mask = np.array([[rule_by_hand(T, blocks, band, t, u) for u in range(T)] for t in range(T)], dtype=bool)
+    positions = range(-2, T + 2)  # two beyond each end of the sequence
+    inside = np.array([[rule_by_hand(T, blocks, band, t, u) for u in positions] for t in positions], dtype=bool)
+    mask = inside[2:-2, 2:-2]
     np.testing.assert_array_equal(pattern.mask(T), mask)
-    for t in range(-2, T + 2):
-        for u in range(-2, T + 2):
-            assert bool(pattern.covers(T, t, u)) == rule_by_hand(T, blocks, band, t, u)
-    positions = np.arange(-2, T + 2)
-    inside = [[rule_by_hand(T, blocks, band, t, u) for u in positions] for t in positions]
-    np.testing.assert_array_equal(pattern.covers(T, positions[:, None], positions[None, :]), inside)
+    assert [[bool(pattern.covers(T, t, u)) for u in positions] for t in positions] == inside.tolist()
+    grid = np.arange(-2, T + 2)
+    np.testing.assert_array_equal(pattern.covers(T, grid[:, None], grid[None, :]), inside)
     torch_positions = torch.arange(T)
     assert torch.equal(pattern.covers(T, torch_positions[:, None], torch_positions[None, :]), torch.from_numpy(mask))
     assert pattern.count(T) == int(mask.sum())
@@ -1070,8 +1135,8 @@ def test_sequence_pattern_brute_force(case, data):
     for d in range(2, T - 1):  # the distances where the count bends or jumps are listed
         if at[d - 1] + at[d + 1] != 2 * at[d]:
             assert d in pattern.changes(T)
-    for _ in range(20):
-        t0, t1, u0, u1 = (data.draw(st.integers(-3, T + 3)) for _ in range(4))
+    rectangles = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).integers(-3, T + 4, (20, 4))
+    for t0, t1, u0, u1 in rectangles.tolist():
         expected = int(mask[max(t0, 0) : max(t1, 0), max(u0, 0) : max(u1, 0)].sum())
         assert pattern.count_in(T, t0, t1, u0, u1) == expected
     edges = np.arange(T + 1)
@@ -1176,7 +1241,7 @@ def test_distance_profile_brute_force(name, sizes):
     )
 
 
-@pytest.mark.parametrize("lo,hi", [(-2, 3), (1, 4), (-3, -1), (0, 0), (-5, 5), (2, 20)])
+@pytest.mark.parametrize("lo,hi", [(-2, 3), (1, 4), (-3, 0), (0, 0), (-5, 5), (2, 20)])
 def test_distance_profile_custom_bands(lo, hi):
     inst = resolve_text(BAND_TEXT.format(T=12, lo=lo, hi=hi))
     assert distance_profile(inst).flops == profile_of(brute_pair_flops(inst))
@@ -1244,7 +1309,7 @@ def test_distance_profile_long_T_brute_force(name, sizes):
         assert {sizes["window"], sizes["window"] + 1} <= set(d)  # both sides of the band's edge
 
 
-@pytest.mark.parametrize("lo,hi", [(-7, 13), (30, 41), (-90, -70), (-5, 200)])
+@pytest.mark.parametrize("lo,hi", [(-7, 13), (30, 41), (-90, 70), (-5, 200)])
 def test_distance_profile_long_T_custom_bands(lo, hi):
     inst = resolve_text(BAND_TEXT.format(T=100, lo=lo, hi=hi))
     profile = distance_profile(inst)

@@ -69,7 +69,8 @@ def test_errors_share_one_root():
 
 
 def test_shipped_formula_cache_is_current():
-    """The cache shipped for the catalog equals what sympy derives now (rebuild: write_shipped())."""
+    """The cache shipped for the catalog equals what sympy derives and the exact rank gives now
+    (rebuild: write_shipped())."""
     shipped = json.loads(cache.SHIPPED.read_text())
     assert shipped == json.loads(json.dumps(cache.rebuild_shipped(einsearch.catalog_names())))
 
@@ -81,13 +82,33 @@ def test_cached_formulas_evaluate_to_the_counts(name, tmp_path, monkeypatch):
     monkeypatch.setenv("EINSEARCH_CACHE", str(tmp_path))
     monkeypatch.setattr(cache, "SHIPPED", tmp_path / "none.json")
     instance = einsearch.load(name).resolve()
-    first = einsearch.describe(instance)  # computed, then written to tmp_path
+    first = einsearch.describe(instance, rank_limit=1)  # computed, then written to tmp_path (exact rank skipped)
     assert list(tmp_path.glob("*.json"))
-    again = einsearch.describe(instance)  # read back
+    again = einsearch.describe(instance, rank_limit=1)  # read back
     assert again.formulas == first.formulas == formulas(first.plan)
     assert evaluate(again.formulas.params, instance) == again.params
     assert evaluate(again.formulas.per_token, instance) == again.flops.per_token
     assert evaluate(again.formulas.scored_pairs, instance) == again.flops.scored_pairs
+
+
+def test_exact_rank_is_cached(tmp_path, monkeypatch):
+    """The exact rank is computed once per instance and bound and read back after (the shipped cache
+    holds the catalog's defaults): a fresh run need not import flint nor build a matrix."""
+    from einsearch.analyze import exact
+
+    monkeypatch.setenv("EINSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "SHIPPED", tmp_path / "none.json")
+    instance = einsearch.load("btt").resolve(D=64)
+    first = einsearch.describe(instance)
+    assert first.rank_numeric == exact.exact_rank(instance, first.rank_bound) == 64
+
+    def no_computing(*args):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(exact, "exact_rank", no_computing)
+    assert einsearch.describe(instance).rank_numeric == 64
+    other = einsearch.load("btt").resolve(D=36)
+    assert len({cache.rank_key(instance, 64), cache.rank_key(instance, 63), cache.rank_key(other, 64)}) == 3
 
 
 def test_readme_python_example_runs():
@@ -98,7 +119,9 @@ def test_readme_python_example_runs():
 
 
 def test_readme_generate_example_trains_and_decodes(tmp_path, monkeypatch):
-    """The README's generate section: the command, then its Python block, run as written."""
+    """The README's generate section: the command, then its Python block, run as written (on one
+    torch thread: its tensors are small, and threads waiting on a busy machine cost ten times more)."""
+    import torch
     from click.testing import CliRunner
 
     from einsearch.cli import main
@@ -112,5 +135,10 @@ def test_readme_generate_example_trains_and_decodes(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
     assert namespace["loss"].item() < 4.0

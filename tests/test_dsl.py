@@ -574,7 +574,7 @@ def mutate(draw, text: str, kind: str) -> str:
     return text[: match.start()] + new + text[match.end() :]
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_catalog())
 def test_mutated_catalog(text):
     run_within(20, lambda: check_outcome(text))

@@ -401,3 +401,26 @@ def test_generated_source_is_deterministic_and_ruff_clean(name, options, tmp_pat
 def test_class_names_that_cannot_be_defined_are_refused(name):
     with pytest.raises(einsearch.OptionError, match="cannot name the class"):
         einsearch.generate(einsearch.load("lowrank").resolve(), class_name=name)
+
+
+FLOP_SIZES = {name: [cases[0], cases[1]] for name, cases in CASES.items()}
+
+
+@pytest.mark.parametrize("name, options", [pytest.param(name, options, id=f"{name}-{n}")
+                                           for name, sets in FLOP_SIZES.items() for n, options in enumerate(sets)])
+def test_flop_counter_equals_the_plan(name, options):
+    """FlopCounterMode on a module's forward through the fused kernels (float32, CPU flash ops
+    counted with the formula PyTorch uses for its other fused attention kernels) equals what the
+    plan predicts: its maps, its partition's calls and the two projections (codegen.module_flops)."""
+    from einsearch.benchmark import count_cpu_flash
+    from einsearch.codegen import module_flops
+
+    instance, source, _ = build(name, options)
+    module = attention_class(source)(n_heads=2)
+    count_cpu_flash()
+    for length in (instance.T, instance.T + 5):
+        x = torch.randn(3, length, instance.D)
+        with FlopCounterMode(display=False) as counter:
+            module(x)
+        predicted = module_flops(einsearch.plan(instance), heads=2, batch=3, length=length)
+        assert counter.get_total_flops() == predicted

@@ -1,5 +1,6 @@
-"""In-context regression experiment (einsearch.icr, `einsearch experiment icr`): the task's data,
-the least-squares baseline, a few training steps, and the command's errors."""
+"""In-context regression experiment (einsearch.experiments.icr, `einsearch experiment icr`): the
+task's data, the encodings, the curriculum, the least-squares baseline, a few training steps, and
+the command's errors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from einsearch import icr
+from einsearch import report
 from einsearch.cli import main
+from einsearch.experiments import icr, training
+from einsearch.experiments.settings import IcrConfig
 
 TINY = {"d": 4, "width": 16, "layers": 1, "heads": 2, "batch": 32, "test_prompts": 64, "log_every": 1}
 
@@ -33,24 +36,33 @@ def test_each_prompt_has_its_own_w_and_a_seed_reproduces_the_data():
     assert torch.corrcoef(first.w[:, :2].T)[0, 1].abs() < 0.5  # fresh draws, not one w repeated
 
 
-def test_the_curriculum_zeroes_the_inactive_dims_and_keeps_y_at_unit_scale():
+def test_inactive_dims_are_zero_and_y_keeps_unit_scale():
     prompts = icr.sample_prompts(512, 8, 4, torch.Generator().manual_seed(0), active=3)
     assert torch.all(prompts.x[..., 3:] == 0)
     assert 0.8 < prompts.y.pow(2).mean().item() < 1.2
-    config = icr.Config(d=8, steps=100, curriculum=0.5, curriculum_start=2)
-    stages = [icr.active_dims(step, config) for step in range(100)]
-    assert stages[0] == 2 and stages[49] < 8 and stages[50:] == [8] * 50 and stages == sorted(stages)
 
 
-def test_tokens_interleave_x_and_y():
+def test_the_curriculum_grows_dims_and_examples_as_the_research_code_does():
+    # 500k steps, a stage every 2000, within 6%: 15 stages; d = 64: 4 + 15 * inc >= 64 -> inc = 4.
+    config = IcrConfig(d=64, steps=500_000, curriculum_every=2000, curriculum_share=0.06)
+    assert [icr.curriculum(step, config) for step in (0, 1999, 2000, 4000)] == [(4, 8), (4, 8), (8, 16), (12, 24)]
+    assert icr.curriculum(15 * 2000, config) == (64, 128) and icr.curriculum(499_999, config) == (64, 128)
+    short = IcrConfig(d=8, steps=100, curriculum_every=10, curriculum_share=0.5)  # 5 stages, inc 1
+    stages = [icr.curriculum(step, short) for step in range(100)]
+    assert stages[0] == (4, 8) and stages[39] == (7, 14) and stages[40:] == [(8, 16)] * 60
+    assert icr.curriculum(99, IcrConfig(d=8, steps=100)) == (8, 16)  # no curriculum: all of it
+
+
+def test_paired_tokens_repeat_x_and_research_tokens_put_y_in_the_first_slot():
     x, y = torch.randn(2, 3, 4), torch.randn(2, 3)
-    for encoding in icr.ENCODINGS:
-        tokens = icr.encode(x, y, encoding)
-        assert tokens.shape == (2, 6, 5)
-        assert torch.equal(tokens[:, 0::2, :4], x) and torch.all(tokens[:, 0::2, 4] == 0)
-        assert torch.equal(tokens[:, 1::2, 4], y)
-    assert torch.all(icr.encode(x, y, "interleaved")[:, 1::2, :4] == 0)
-    assert torch.equal(icr.encode(x, y, "paired")[:, 1::2, :4], x)
+    paired = icr.encode(x, y, "paired")
+    assert paired.shape == (2, 6, 5)
+    assert torch.equal(paired[:, 0::2, :4], x) and torch.all(paired[:, 0::2, 4] == 0)
+    assert torch.equal(paired[:, 1::2, :4], x) and torch.equal(paired[:, 1::2, 4], y)
+    research = icr.encode(x, y, "research")
+    assert research.shape == (2, 6, 4)
+    assert torch.equal(research[:, 0::2], x)
+    assert torch.equal(research[:, 1::2, 0], y) and torch.all(research[:, 1::2, 1:] == 0)
 
 
 def test_least_squares_is_exact_from_d_examples_on_noiseless_data():
@@ -62,15 +74,17 @@ def test_least_squares_is_exact_from_d_examples_on_noiseless_data():
     assert max(errors[d:]) < 1e-8
 
 
-def test_learning_rate_warms_up_then_decays():
-    config = icr.Config(steps=100, warmup=0.1, min_lr=0.1)
-    factors = [icr.lr_factor(step, config) for step in range(100)]
+def test_learning_rate_warms_up_then_decays_or_stays():
+    config = IcrConfig(steps=100, warmup=0.1, min_lr=0.1)
+    factors = [training.lr_factor(step, config) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] >= 0.1
+    constant = IcrConfig(steps=100, warmup=0.1, schedule="constant")
+    assert [training.lr_factor(step, constant) for step in range(9, 100)] == [1.0] * 91
 
 
 def test_param_groups_follow_mup_and_hold_every_parameter_once():
-    config = icr.Config(structure="lowrank", options={"r": 4}, **{**TINY, "width": 32, "heads": 4}, base_width=16)
+    config = IcrConfig(structure="lowrank", options={"r": 4}, **{**TINY, "width": 32, "heads": 4}, base_width=16)
     _, model = icr.build(config)
     groups = model.param_groups()
     lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -83,20 +97,43 @@ def test_param_groups_follow_mup_and_hold_every_parameter_once():
     assert torch.all(model.read_out.weight == 0) and torch.all(block.attn.o_proj.weight == 0)
 
 
+def test_research_settings_drop_every_bias_and_set_the_initial_scales():
+    config = IcrConfig(structure="lowrank", options={"r": 4}, **{**TINY, "width": 64}, encoding="research",
+                       read_in_std=0.02, position_std=0.02, bias=False)  # fmt: skip
+    _, model = icr.build(config)
+    assert [name for name, _ in model.named_parameters() if name.endswith("bias")] == []
+    assert model.read_in.in_features == config.d
+    assert model.read_in.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert model.position.std().item() == pytest.approx(0.02, rel=0.2)
+
+
 def test_training_a_tiny_model_decreases_the_loss_and_is_deterministic():
-    config = icr.Config(structure="lowrank", options={"r": 4}, steps=30, lr=1e-2, warmup=0.1, **TINY)
+    config = IcrConfig(structure="lowrank", options={"r": 4}, steps=30, lr=1e-2, warmup=0.1, **TINY)
     result = icr.train(config)
     losses = [loss for _, loss in result.losses]
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
     assert len(result.errors) == len(result.least_squares) == 2 * config.d
     again = icr.train(config)
     assert again.losses == result.losses and again.errors == result.errors
-    payload = json.loads(icr.results_json(result))
+    payload = json.loads(json.dumps(result.to_dict()))
     assert payload["config"]["prompt_length"] == 16 and payload["structure"]["options"]["T"] == 16
+    assert "| model |" in report.icr_text(payload)
+
+
+def test_a_curriculum_run_trains_on_short_prompts_first():
+    config = IcrConfig(structure="lowrank", options={"r": 4}, steps=4, lr=1e-2, curriculum_every=2,
+                       curriculum_share=1.0, encoding="research", **{**TINY, "d": 6})  # fmt: skip
+    seen = []
+    model = icr.build(config)[1]
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    loss_at = icr.batches(model, config)
+    for step in range(4):
+        loss_at(step)
+    assert seen == [16, 16, 20, 20]  # 2 stages of 1 dim and 2 examples: 8 examples, then 10
 
 
 def test_the_model_attends_with_the_generated_module_at_the_prompt_length():
-    config = icr.Config(structure="mlr", options={"levels": 3, "ranks": [2, 1, 1]}, **TINY)
+    config = IcrConfig(structure="mlr", options={"levels": 3, "ranks": [2, 1, 1]}, **TINY)
     instance, model = icr.build(config)
     assert (instance.T, instance.D) == (16, 16)
     attention = model.blocks[0].attn
@@ -111,6 +148,8 @@ ERRORS = [
     (["--structure", "lowrank", "--heads", "3"], "heads"),
     (["--structure", "lowrank", "--bogus", "1"], "bogus"),
     (["--structure", "lowrank", "--steps", "0"], "--steps"),
+    (["--structure", "lowrank", "--d-input", "100000"], "GiB of memory"),  # T = 400,000
+    (["--structure", "lowrank", "--encoding", "interleaved"], "--encoding"),
 ]
 
 
@@ -136,3 +175,12 @@ def test_command_trains_and_writes_results(tmp_path):
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["config"]["steps"] == 3 and len(written["errors"]["model"]) == 8
+
+
+def test_help_names_every_research_setting_and_its_value():
+    text = " ".join(CliRunner().invoke(main, ["experiment", "icr", "--help"]).output.split())
+    for name in icr.RESEARCH:
+        option = "--no-bias" if name == "bias" else "--" + name.replace("_", "-")
+        assert option in text, option
+    for value in ("research: 2000", "research: 0.06", "research: 0.02", "research: 1e-20", "research: none"):
+        assert value in text, value

@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from support import SMALL, random_case
+from support import SMALL, chain_text, charge, charged, random_case
 from torch.utils.flop_counter import FlopCounterMode
 
 import einsearch
 from einsearch import catalog, reference
-from einsearch.analyze.counts import plan_flops
 from einsearch.interpret import run, schedule_scores, score_matrix
+from einsearch.network import splits
 from einsearch.planner import FLOPS, Kind, Layout, Op, Schedule, plan
 from einsearch.structure import from_text
 
@@ -95,12 +95,12 @@ def test_every_candidate_matches_the_reference(name):
 def multiply_add_flops(schedule: Schedule) -> int:
     """What FlopCounterMode sees: the steps that sum an index of size > 1 (torch runs the others
     as elementwise products, which it does not count)."""
-    total = 0
-    for step in schedule.steps:
-        summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
-        if step.op is Op.CONTRACT and len(step.inputs) > 1 and math.prod(schedule.sizes[i] for i in summed) > 1:
-            total += step.flops
-    return total
+    return sum(step.flops for step in schedule.steps if sums_an_index(step, schedule.sizes))
+
+
+def sums_an_index(step, sizes) -> bool:
+    summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
+    return step.op is Op.CONTRACT and len(step.inputs) > 1 and math.prod(sizes[i] for i in summed) > 1
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -128,17 +128,17 @@ def candidates(p) -> list[Schedule]:
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_describe_flops_are_the_plans_and_the_flop_counters(name):
-    """One plan behind every number: describe's score is the plan's, and FlopCounterMode counts as
-    much on the interpreter running that plan (every step there sums an index, see below)."""
+    """One plan behind every number, counted twice without the plan's own totals: describe's score
+    is the §3 charge of the plan's steps, worked out here from their tensors and sizes; and
+    FlopCounterMode, on the interpreter running that plan, counts those steps that sum an index of
+    size > 1 (torch runs the others as elementwise products, which it does not count)."""
     instance, _, _, torch_factors, x = random_case(name, batch=1)
     p = plan(instance)
-    d = einsearch.describe(instance)
-    assert d.flops.score == d.score == p.flops == plan_flops(p).score
+    assert einsearch.describe(instance).flops.score == charged(p.schedules)
     with FlopCounterMode(display=False) as counter:
         score_matrix(p, x, torch_factors)
-    assert counter.get_total_flops() == sum(multiply_add_flops(s) for s in p.schedules)
-    lone = sum(s.flops - multiply_add_flops(s) for s in p.schedules)
-    assert counter.get_total_flops() + lone == p.flops  # lone: elementwise steps FlopCounterMode does not count
+    counted = [(step, s.sizes) for s in p.schedules for step in s.steps if sums_an_index(step, s.sizes)]
+    assert counter.get_total_flops() == sum(charge(step, sizes) for step, sizes in counted)
 
 
 def test_mlr_runs_per_depth_at_length():
@@ -179,18 +179,20 @@ def test_cost_model_is_an_argument():
     assert by_flops.cost.beta == 0
 
 
-def test_a_long_chain_is_planned_quickly():
-    """64 factors: the split enumeration is capped (n + 1 cuts of the chain), and says so."""
-    import time
+def test_the_split_limit_is_the_one_the_design_states():
+    """docs/design.md §4 gives the number of factors up to which every query/key split is tried."""
+    import re
+    from pathlib import Path
 
-    n = 64
-    bonds = ["i", *(f"c{k}" for k in range(1, n)), "j"]
-    chain = " ".join(f"F{k}[{a}, {b}]" for k, (a, b) in enumerate(zip(bonds, bonds[1:])))
-    text = f"size T = 64\nsize D = 4\nindex {', '.join(f'{c}: 2' for c in bonds[1:-1])}\n"
-    text += f"score = x[t, i] {chain} x[u, j]\n"
-    instance = from_text(text, name="chain").resolve()
-    start = time.perf_counter()
+    design = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    stated = int(re.search(r"exhaustive \(2\^n\s+splits\) up to n = (\d+) factors", design).group(1))
+    for n, expected in ((stated, 2**stated), (stated + 1, stated + 2)):
+        assert len(splits(from_text(chain_text(n, D=2)).resolve().levels[0])) == expected
+
+
+def test_a_long_chain_is_planned():
+    """64 factors: the split enumeration is capped (n + 1 cuts of the chain), and says so."""
+    instance = from_text(chain_text(64, D=4, T=64), name="chain").resolve()
     p = plan(instance)
-    assert time.perf_counter() - start < 10  # generous: the point is no 2^64 enumeration
-    assert len(p.levels[0].candidates) < 200
+    assert len(p.levels[0].candidates) < 200  # not 2^64
     assert "only the n + 1 splits" in str(p)

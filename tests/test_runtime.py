@@ -20,8 +20,8 @@ from einsearch.runtime.tiling import (
     call_pairs,
     covers,
     first_touch,
+    level_keys,
     partition,
-    row_classes,
 )
 
 needs_flash = pytest.mark.skipif(not rt._CpuFlash.available, reason="no CPU flash-attention ops in this torch")
@@ -117,8 +117,9 @@ def check_partition(T: int, patterns: tuple) -> None:
                 assert inside.all() and (tile == cls).all(), call
                 mine = inside
             elif call.mode == "causal":
-                assert t0 == u0 and rows == cols and (tile[inside] == cls).all(), call
-                mine = inside
+                lower = torch.ones(rows, cols, dtype=torch.bool).tril()
+                assert rows == cols and inside[lower].all() and (tile[lower] == cls).all(), call
+                mine = lower
             else:
                 mine = inside & (tile == cls)
             seen[t0 : t0 + rows, u0 : u0 + cols] += mine.long()
@@ -147,6 +148,14 @@ def test_partition_of_random_structures():
         check_partition(rng.choice([1, 2, 33, 64, 65, 128, 190, 257]), patterns)
 
 
+@pytest.mark.parametrize("hi", [64, 100, 128, 300])
+@pytest.mark.parametrize("lo", [0, 5])
+@pytest.mark.parametrize("with_global", [False, True])
+def test_partition_of_wide_bands(hi, lo, with_global):
+    """Chunks of a band's strip: a causal square, dense pieces, masked edges; chunks cut by the ends."""
+    check_partition(700, (Pattern(None, lo, hi),) + (Pattern(),) * with_global)
+
+
 def test_all_global_is_one_causal_call():
     for patterns in [(Pattern(),), (Pattern(), Pattern(None, None, None), Pattern(5000))]:
         (call,) = partition(4096, patterns)
@@ -167,25 +176,29 @@ def test_mlr_is_one_call_per_depth(T, block_size):
     assert sum(map(call_pairs, calls)) == T * (T - n) // 2 + T * n
 
 
-def test_band_and_global_band_take_few_calls_and_no_square():
+def scored(call) -> int:
+    """Pairs a call scores: a causal square's lower triangle, any other rectangle whole."""
+    rows, cols = call.queries.length, call.keys.length
+    return call.queries.count * (rows * (rows + 1) // 2 if call.mode == "causal" else rows * cols)
+
+
+def test_band_and_global_band_take_few_calls_and_no_extra_work():
     T, w = 4096, 128
     band = partition(T, (Pattern(None, 0, w),))
-    assert len(band) <= 4 and sum(map(call_pairs, band)) <= 3 * T * (w + 1)
+    assert len(band) <= 3 and sum(map(scored, band)) <= 2 * T * (w + 1)
     both = partition(T, (Pattern(), Pattern(None, 0, w)))
-    assert len(both) <= 16 and sum(map(call_pairs, both)) <= 1.1 * T * (T + 1) // 2
-    assert all(call.queries.length < T for call in band + both)
+    assert len(both) <= 4 and sum(map(scored, both)) <= 1.05 * T * (T + 1) // 2
+    assert all(call.queries.length <= w for call in band)
 
 
-def test_row_classes_follow_the_rule():
+def test_level_keys_follow_the_rule():
     for _, patterns, _ in STRUCTURES:
-        bits = classes(150, patterns)
-        for t in range(0, 150, 7):
-            for start in (0, t // 2):
-                rows = row_classes(t, patterns, start)
-                for first, end, levels in rows:
-                    assert (bits[t, first:end] == sum(1 << level for level in levels)).all()
-                assert [first for first, _, _ in rows] == sorted({first for first, _, _ in rows})
-                assert sum(end - first for first, end, _ in rows) == int((bits[t, start : t + 1] != 0).sum())
+        for pattern in patterns:
+            bits = classes(150, (pattern,))
+            for t in range(150):
+                first, end = level_keys(pattern, t)
+                assert first <= end and int(bits[t].sum()) == end - first
+                assert bool(bits[t, first:end].all())
 
 
 def test_first_touch_marks_calls_no_earlier_call_shares_rows_with():
@@ -211,6 +224,19 @@ def test_attention_matches_reference_float64(name, patterns, widths, T):
     out = rt.attention(q, k, v, patterns, widths)  # float64: the plain path
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    if rt._CpuFlash.available:
+        fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash)
+        torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)
+
+
+def test_wide_band_beside_global_matches_reference():
+    """A strip cut into chunks of 128 queries with a dense piece between the causal square and
+    the masked edge."""
+    patterns, widths = (Pattern(), Pattern(None, 0, 200)), (2, 3)
+    q, k, v = inputs(700, widths, B=1, H=2)
+    expected = reference(q, k, v, patterns, widths)
+    assert {call.mode for call in partition(700, patterns)} == {"causal", "dense", "masked"}
+    torch.testing.assert_close(rt.attention(q, k, v, patterns, widths), expected, rtol=0, atol=1e-12)
     if rt._CpuFlash.available:
         fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash)
         torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)

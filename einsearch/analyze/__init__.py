@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from ..planner import DEFAULT_COST, Balanced, Plan, plan
 from ..structure import Instance
-from .cache import cached_formulas
+from .cache import cached_exact_rank, cached_formulas
 from .counts import Flops, feature_map_flops_per_token, params, plan_flops
-from .exact import RANK_LIMIT, affordable, exact_rank
+from .exact import RANK_LIMIT, affordable
 from .family import LevelFamily, level_family
 from .formulas import Formulas
 from .pattern import Profile, distance_profile
@@ -83,7 +83,7 @@ def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = 
     """
     chosen = plan(instance, 1, cost)
     bound = rank_bound(instance)
-    numeric = exact_rank(instance, bound) if affordable(instance, rank_limit) else None
+    numeric = cached_exact_rank(instance, bound) if affordable(instance, rank_limit) else None
     flops = plan_flops(chosen)
     n_params = params(instance)
     taxonomy = None

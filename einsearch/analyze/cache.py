@@ -1,25 +1,31 @@
-"""A per-file cache of the printed formulas, so most runs of ``describe`` never import sympy.
+"""A cache of what ``describe`` derives slowly but deterministically: the printed formulas (so most
+runs never import sympy) and the exact rank of the random instance (so most never import flint
+nor materialise a matrix).
 
 A formula depends on the structure's text and on how the plan computes each level (its shape,
-not its sizes), so that pair is the key. Entries are looked up in the cache shipped with the
-package (the catalog at its defaults, rebuilt by ``write_shipped()``; a test says when it is due), then
-in the user's cache directory (``$EINSEARCH_CACHE``, else ``$XDG_CACHE_HOME/einsearch``, else
-``~/.cache/einsearch``), where new entries are written; an unwritable directory is skipped.
+not its sizes), so that pair is the key; the exact rank depends on the levels with their sizes and
+on the bound (the sketch's width), which with the method (prime, draws, seed) make its key.
+Entries are looked up in the cache shipped with the package (the catalog at its defaults, rebuilt
+by ``write_shipped()``; a test says when it is due), then in the user's cache directory
+(``$EINSEARCH_CACHE``, else ``$XDG_CACHE_HOME/einsearch``, else ``~/.cache/einsearch``), where new
+entries are written; an unwritable directory is skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..planner import Plan
 from ..structure import Instance
+from .exact import METHOD
 from .formulas import Formulas, shape_key, split_lines
 
 SHIPPED = Path(__file__).with_name("formulas.json")
+DERIVATION = 2  # raised whenever formulas.py derives a formula differently: older entries are not read
 
 
 def cache_dir() -> Path:
@@ -42,8 +48,7 @@ def cache_key(plan: Plan) -> str:
             band = (lo > T - 1, hi < 1 - T, hi > T - 1, lo < 1 - T, hi >= 0, lo < 0)
         shapes.append((level.term, level.loop_value, shape_key(level, schedule), band))
     shapes = _unroll_values(shapes)
-    text = json.dumps([instance.structure.text, repr(shapes)])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return _digest(DERIVATION, instance.structure.text, repr(shapes))
 
 
 def _unroll_values(shapes: list) -> list:
@@ -62,6 +67,8 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, entry: dict) -> None:
+    import tempfile  # here: most runs write nothing
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
@@ -82,13 +89,45 @@ def _formulas(entry: dict, instance: Instance) -> Formulas:
                     split_lines(folds, instance), folds)  # fmt: skip
 
 
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def rank_key(instance: Instance, bound: int) -> str:
+    """A digest of what the exact rank depends on: the levels with every size, the bound, the method."""
+    return _digest(METHOD, repr(instance.levels), instance.T, instance.D, bound)
+
+
+def _lookup(key: str) -> dict:
+    return _shipped(SHIPPED).get(key) or _read(cache_dir() / f"{key}.json")
+
+
+@functools.lru_cache(maxsize=2)
+def _shipped(path: Path) -> dict:
+    """The shipped cache, read once per process."""
+    return _read(path)
+
+
+def cached_exact_rank(instance: Instance, bound: int) -> int:
+    """``exact.exact_rank(instance, bound)``: from a cache when this instance was checked before."""
+    key = rank_key(instance, bound)
+    entry = _lookup(key)
+    if "exact_rank" in entry:
+        return entry["exact_rank"]
+    from .exact import exact_rank
+
+    rank = exact_rank(instance, bound)
+    _write(cache_dir() / f"{key}.json", {"exact_rank": rank})
+    return rank
+
+
 def cached_formulas(plan: Plan) -> Formulas:
     """The formulas of ``plan``: from a cache when this structure text and plan shape were seen."""
     instance = plan.instance
     if instance.structure is None:  # built from plain data: no symbols to write formulas in
         return numeric_formulas(plan)
     key = cache_key(plan)
-    entry = _read(SHIPPED).get(key) or _read(cache_dir() / f"{key}.json")
+    entry = _lookup(key)
     if entry:
         return _formulas(entry, instance)
     from .formulas import formulas
@@ -108,15 +147,23 @@ def numeric_formulas(plan: Plan) -> Formulas:
 
 
 def rebuild_shipped(names: list[str]) -> dict:
-    """The shipped cache: the formulas of each catalog structure at its defaults."""
+    """The shipped cache: the formulas of each catalog structure at its defaults, and the exact
+    rank of each feature structure (a D x D matrix, quick to check again when the cache is
+    rebuilt or tested; a T x T one is cached in the user's directory on first use)."""
     from .. import catalog
     from ..planner import plan
+    from .exact import RANK_LIMIT, affordable, exact_rank
     from .formulas import formulas
+    from .rank import rank_bound
 
     entries = {}
     for name in names:
-        chosen = plan(catalog.find(name).resolve())
+        instance = catalog.find(name).resolve()
+        chosen = plan(instance)
         entries[cache_key(chosen)] = _entry(formulas(chosen))
+        if instance.is_feature_structure and affordable(instance, RANK_LIMIT):
+            bound = rank_bound(instance)
+            entries[rank_key(instance, bound)] = {"exact_rank": exact_rank(instance, bound)}
     return dict(sorted(entries.items()))
 
 

@@ -37,6 +37,20 @@ def interface_sizes(schedule: Schedule) -> dict[int, int]:
     return {number: math.prod(schedule.sizes[i] for i in indices) for number, indices in schedule.interfaces}
 
 
+def dot_flops(schedule: Schedule, number: int, size):
+    """FLOPs one pair of level ``number`` costs in the fused ``schedule``, ``size`` its interface
+    size (a number or a formula): a dot product, 2 per multiply-add; but a level alone whose maps
+    share no index is scored by one multiply per pair (an outer product, docs/design.md §3). Levels
+    sharing a pair product always sum over their concatenated channels."""
+    alone_without_interface = len(schedule.levels) == 1 and not dict(schedule.interfaces)[number]
+    return 1 if alone_without_interface else 2 * size
+
+
+def pair_flops(schedule: Schedule) -> dict[int, int]:
+    """``dot_flops`` of every level of a fused schedule."""
+    return {number: dot_flops(schedule, number, size) for number, size in interface_sizes(schedule).items()}
+
+
 def feature_map_flops_per_token(plan: Plan) -> int:
     """FLOPs to map one query and one key token through every level's factors, in the feature-map
     form: the plan's own maps where it chose that form, else the level's cheapest feature-map
@@ -51,13 +65,13 @@ def feature_map_flops_per_token(plan: Plan) -> int:
 
 
 def pair_costs(plan: Plan) -> list[int]:
-    """FLOPs each level spends on one pair it scores: 2 x its interface in a fused schedule, its
+    """FLOPs each level spends on one pair it scores: its ``dot_flops`` in a fused schedule, its
     FLOPs over its pairs when it is one einsum (the c(t, u) of the compute pattern)."""
     T = plan.instance.T
     costs = {}
     for schedule in plan.schedules:
         if schedule.fused:
-            costs.update({n: 2 * size for n, size in interface_sizes(schedule).items()})
+            costs.update(pair_flops(schedule))
         else:
             level = plan.instance.levels[schedule.levels[0] - 1]
             costs[level.number] = schedule.flops // max(1, level.pattern.count(T))
@@ -78,6 +92,6 @@ def plan_flops(plan: Plan) -> Flops:
         if not schedule.fused:  # one einsum: every FLOP of it is the level's pairs
             scored += schedule.flops
             continue
-        for number, size in interface_sizes(schedule).items():
-            scored += instance.levels[number - 1].pattern.count(T) * 2 * size
+        for number, flops in pair_flops(schedule).items():
+            scored += instance.levels[number - 1].pattern.count(T) * flops
     return Flops(maps // T, factors, pairs / T**2, plan.flops, scored)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..expr import Call, to_sympy, walk
 from ..planner import Part, Plan, Schedule, Step, fresh
 from ..structure import Instance, Level, LoopRange, symbol_order
+from .counts import dot_flops
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def level_counts(level: Level, schedule: Schedule, env: dict) -> dict[str, objec
             env, **({level.symbolic.loop.var: _symbol(level.symbolic.loop.var)} if level.symbolic.loop else {})
         )
         band = tuple(to_sympy(e, local) for e in level.symbolic.band)
-    counts["pairs"] = pair_formula(level, sizes, T, band) * 2 * math.prod(symbolic[i] for i in interface)
+    size = math.prod((symbolic[i] for i in interface), start=sympy.Integer(1))
+    counts["pairs"] = pair_formula(level, sizes, T, band) * dot_flops(schedule, level.number, size)
     return counts
 
 

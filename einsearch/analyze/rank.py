@@ -2,9 +2,10 @@
 
 A matrix given by a tensor network has rank at most the product of the sizes of any set of
 indices whose removal separates its row legs from its column legs. The cheapest such set is a
-minimum vertex cut (indices are the cuttable nodes, weighted by log size), which networkx finds
-as a max-flow on the split graph. Indices shared by rows and columns (block indices) make the
-matrix block-diagonal: they multiply the bound instead of being cut.
+minimum vertex cut (indices are the cuttable nodes, weighted by log size), found as a max-flow
+on the split graph (``source_side``; the graphs have tens of nodes, so plain Python does).
+Indices shared by rows and columns (block indices) make the matrix block-diagonal: they multiply
+the bound instead of being cut.
 
 A structure's bound is the least of several (``rank_bounds``): the side of its matrix, the sum
 of its levels' bounds, and for a score matrix with block levels two bounds that see the levels
@@ -15,6 +16,7 @@ shared by nested block patterns).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from ..sequence import SequencePattern
@@ -32,27 +34,60 @@ class Cut:
 
 def min_cut(level: Level, rows: tuple[str, ...], cols: tuple[str, ...], tensors: list[tuple[str, ...]]) -> Cut:
     """The cheapest index cut of ``tensors`` between ``rows`` and ``cols`` legs."""
-    import networkx as nx
-
     shared = tuple(i for i in rows if i in cols)
     blocks = math.prod(level.sizes[i] for i in shared)
-    graph = nx.DiGraph()
-    for index in {i for t in tensors for i in t} - set(shared):
-        graph.add_edge(("in", index), ("out", index), capacity=math.log(level.sizes[index]))
+    graph: dict = {"source": {}, "sink": {}}
+
+    def edge(tail, head, capacity: float = math.inf) -> None:
+        graph.setdefault(tail, {})[head] = capacity
+        graph.setdefault(head, {})
+
+    for index in {i for t in tensors for i in t} - set(shared):  # an index is a node of capacity log(size)
+        edge(("in", index), ("out", index), math.log(level.sizes[index]))
     for n, tensor in enumerate(tensors):
         for index in set(tensor) - set(shared):
-            graph.add_edge(("out", index), ("tensor", n))  # no capacity: tensors cannot be cut
-            graph.add_edge(("tensor", n), ("in", index))
+            edge(("out", index), ("tensor", n))  # no capacity: tensors cannot be cut
+            edge(("tensor", n), ("in", index))
     for index in set(rows) - set(shared):
-        graph.add_edge("source", ("in", index))
+        edge("source", ("in", index))
     for index in set(cols) - set(shared):
-        graph.add_edge(("out", index), "sink")
-    if "source" not in graph or "sink" not in graph:
-        return Cut(blocks, (), blocks)
-    _, (reach, _) = nx.minimum_cut(graph, "source", "sink")
+        edge(("out", index), "sink")
+    reach = source_side(graph, "source", "sink")
     cut = tuple(sorted(i for kind, i in (n for n in reach if isinstance(n, tuple) and n[0] == "in")
                        if ("out", i) not in reach))  # fmt: skip
     return Cut(blocks * math.prod(level.sizes[i] for i in cut), cut, blocks)
+
+
+SATURATED = 1e-9  # residual capacity below this (in log size) counts as none: float sums of logs
+
+
+def source_side(graph: dict, source, sink) -> set:
+    """The source side of a minimum cut: the nodes ``source`` reaches in the residual graph once
+    the flow is maximal (Edmonds-Karp: shortest augmenting paths). ``graph[u][v]`` is the
+    capacity of edge u -> v, math.inf for one that cannot be cut."""
+    residual = {u: dict(heads) for u, heads in graph.items()}
+    for u, heads in graph.items():
+        for v in heads:
+            residual[v].setdefault(u, 0.0)
+    while True:
+        parent = {source: None}
+        queue = deque([source])
+        while queue and sink not in parent:
+            u = queue.popleft()
+            for v, capacity in residual[u].items():
+                if capacity > SATURATED and v not in parent:
+                    parent[v] = u
+                    queue.append(v)
+        if sink not in parent:
+            return set(parent)
+        path, head = [], sink
+        while parent[head] is not None:
+            path.append((parent[head], head))
+            head = parent[head]
+        flow = min(residual[u][v] for u, v in path)
+        for u, v in path:
+            residual[u][v] -= flow
+            residual[v][u] += flow
 
 
 def feature_cut(level: Level) -> Cut:

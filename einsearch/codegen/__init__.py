@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 import linecache
+import math
 import re
 import textwrap
 import types
@@ -164,6 +165,38 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
         "imports": imports(),
     }
     return env.get_template("module.py.jinja").render(context)
+
+
+def module_flops(plan, heads: int, batch: int = 1, length: int | None = None) -> int:
+    """FLOPs of a generated module's forward on ``batch`` sequences of ``length`` tokens (the
+    structure's T by default) through the fused kernels, as ``FlopCounterMode`` counts them (2 per
+    multiply-add, a fused attention call as q.k and p.v over whole rectangles): the plan's maps,
+    each call of the partition at the kernels' one head size (the query/key channels or the value
+    channels, the larger), and the value and output projections.
+
+    A map step that sums no index (an outer or elementwise product) runs as a multiplication,
+    which the counter does not count; the plan charges it (docs/design.md §3), so it is left out.
+    """
+    from ..planner import Op, Part
+    from ..runtime.tiling import call_pairs, partition
+
+    instance = plan.instance
+    T, D = instance.T, instance.D
+    length = T if length is None else length
+    maps = 0
+    for schedule in plan.maps:
+        for step in schedule.steps:
+            summed = set().union(*(t.indices for t in step.inputs)) - set(step.output.indices)
+            if step.op is not Op.CONTRACT or len(step.inputs) < 2 or math.prod(schedule.sizes[i] for i in summed) < 2:
+                continue
+            if step.part in (Part.QUERY, Part.KEY):
+                maps += step.flops * batch * length // (plan.batch * T)
+            elif step.part is Part.FACTORS:
+                maps += step.flops
+    tiling = plan.schedules[0].tiling
+    width = max(sum(tiling.widths), D // heads)
+    pairs = sum(call_pairs(call) for call in partition(length, tiling.patterns))
+    return heads * (maps + 2 * batch * pairs * 2 * width) + 2 * (2 * batch * length * D * D)
 
 
 def _source_lines(instance: Instance) -> list[str]:

@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .tiling import Blocks, Call, Pattern, cache_slots, covers, first_touch, level_keys, partition, row_classes  # generated modules: same file
+from .tiling import Blocks, Call, Pattern, cache_slots, covers, first_touch, level_keys, partition  # generated modules: same file
 
 # Plain-path tiles are at most this many queries x keys per member of a call.
 _CHUNK = 256
@@ -82,65 +82,23 @@ def _level_channels(widths: tuple) -> "list[tuple[int, int]]":
     return [(end - width, end) for end, width in zip(ends, widths)]
 
 
-def _channels(widths: tuple, levels: tuple) -> "list[tuple[int, int]]":
-    """The channel ranges [lo, hi) of ``levels``, adjacent ones joined."""
-    ranges: list = []
-    for lo, hi in (_level_channels(widths)[level] for level in levels):
-        if ranges and ranges[-1][1] == lo:
-            lo = ranges.pop()[0]
-        ranges.append((lo, hi))
-    return ranges
+@lru_cache(maxsize=1024)
+def _keep(widths: tuple, levels: tuple, width: int, dtype: torch.dtype, device: torch.device) -> "torch.Tensor | None":
+    """1 on the ``width`` channels of the class's levels, 0 elsewhere; None when every channel of
+    q is the class's (the rest is zero padding). A class's calls take q times this."""
+    if len(levels) == len(widths):
+        return None
+    keep = torch.zeros(width, dtype=dtype, device=device)
+    for level in levels:
+        lo, hi = _level_channels(widths)[level]
+        keep[lo:hi] = 1
+    return keep
 
 
-class _Operands:
-    """Each class's q and k as ``width``-channel views: its levels' channels, zeros elsewhere.
-
-    q and k are zero-padded once, on the left and right, so that a class made of the first levels
-    (or the last) is a window of them: [zeros, q_S] against [zeros, k_S]. Any other class gets a
-    copy of q with the other channels zeroed, against the window of all of k.
-    """
-
-    def __init__(self, q: torch.Tensor, k: torch.Tensor, widths: tuple, classes, width: int):
-        C = q.shape[-1]
-        self.ranges = {levels: _channels(widths, levels) for levels in classes}
-        spans = [ranges[0] for ranges in self.ranges.values() if len(ranges) == 1]
-        left = max([width - hi for lo, hi in spans if lo == 0], default=0)
-        right = max([width - C + lo for lo, hi in spans if lo > 0 and hi == C], default=max(width - C, 0))
-        self.q, self.k = (F.pad(x, (left, right)) if left or right else x for x in (q, k))
-        self.left, self.width = left, width
-        self.windows = {}  # class -> (its q, offset of its window in it, offset of its k window)
-        for levels, ranges in self.ranges.items():
-            lo, hi = ranges[0] if len(ranges) == 1 else (None, None)
-            if lo == 0 or hi == C:
-                at = left + (hi - width if lo == 0 else lo)
-                self.windows[levels] = (self.q, at, at)
-            else:
-                kept = torch.zeros(*q.shape[:-1], width, dtype=q.dtype, device=q.device)
-                for lo, hi in ranges:
-                    kept[..., lo:hi] = q[..., lo:hi]
-                self.windows[levels] = (kept, 0, left)
-
-    def query(self, levels: tuple) -> torch.Tensor:
-        source, at, _ = self.windows[levels]
-        return source[..., at : at + self.width]
-
-    def key(self, levels: tuple) -> torch.Tensor:
-        at = self.windows[levels][2]
-        return self.k[..., at : at + self.width]
-
-    def add_grads(self, grad_q, grad_k, call: Call, dq: torch.Tensor, dk: torch.Tensor) -> None:
-        """Add a call's dq, dk to the gradients of the padded q and k. Channels of dq outside the
-        class are not gradients (those are zeros, not q); dk there is zero (dk = dS^T q)."""
-        source, q_at, k_at = self.windows[call.levels]
-        _take(grad_k[..., k_at : k_at + self.width], call.keys).add_(dk)
-        if source is self.q:  # a window: every channel of it is q's (or padding)
-            _take(grad_q[..., q_at : q_at + self.width], call.queries).add_(dq)
-            return
-        for lo, hi in self.ranges[call.levels]:
-            _take(grad_q[..., self.left + lo : self.left + hi], call.queries).add_(dq[..., lo:hi])
-
-    def unpad(self, grad: torch.Tensor, channels: int) -> torch.Tensor:
-        return grad[..., self.left : self.left + channels]
+def _class_queries(q: torch.Tensor, call: Call, keep: "torch.Tensor | None") -> torch.Tensor:
+    """The call's queries (BH, count, rows, width) with the channels outside its class zeroed."""
+    queries = _take(q, call.queries)
+    return queries if keep is None else queries * keep
 
 
 def _positions(blocks: Blocks, device: torch.device) -> torch.Tensor:
@@ -165,10 +123,11 @@ def _class_mask(call: Call, patterns: tuple, device: torch.device) -> torch.Tens
 @lru_cache(maxsize=1024)
 def _bias(call: Call, patterns: tuple, dtype: torch.dtype, device: torch.device):
     """A masked call as the fused kernels take it: an additive mask (1, count or 1, rows, cols)
-    of 0 and -inf, and the rows with no key at all (count or 1, rows)."""
+    of 0 and -inf, and the rows with no key at all (count or 1, rows), None if there are none."""
     mask = _class_mask(call, patterns, device)
     bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, -math.inf)
-    return bias[None], ~mask.any(-1)
+    empty = ~mask.any(-1)
+    return bias[None], empty if bool(empty.any()) else None
 
 
 # -- the fused kernels ---------------------------------------------------------------------------
@@ -201,7 +160,8 @@ class _CpuFlash:
 
 class _Cuda:
     """CUDA: the flash kernel (half precision, at most 256 channels, no mask), else the
-    memory-efficient one (float32 too, additive masks, no size limit); channels padded to 8."""
+    memory-efficient one (float32 too, additive masks, no size limit). Both want aligned rows:
+    channels padded to 8, and each call's operands copied contiguous."""
 
     available = _has(
         "_scaled_dot_product_flash_attention",
@@ -217,6 +177,7 @@ class _Cuda:
     @staticmethod
     def forward(q, k, v, causal: bool, bias):
         aten = torch.ops.aten
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         if bias is None and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
             out, lse, cum_q, cum_k, max_q, max_k, seed, offset, _ = aten._scaled_dot_product_flash_attention(
                 q, k, v, 0.0, causal, False, scale=1.0
@@ -231,7 +192,7 @@ class _Cuda:
     @staticmethod
     def backward(grad_out, q, k, v, out, lse, causal: bool, state):
         aten = torch.ops.aten
-        grad_out, out, lse = grad_out.contiguous(), out.contiguous(), lse.contiguous()
+        grad_out, q, k, v, out, lse = (x.contiguous() for x in (grad_out, q, k, v, out, lse))
         if len(state) == 6:
             cum_q, cum_k, max_q, max_k, seed, offset = state
             return aten._scaled_dot_product_flash_attention_backward(
@@ -259,11 +220,14 @@ def _kernel_for(q: torch.Tensor, dropout: float):
     return kernel
 
 
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x zero-padded to ``width`` channels (itself if it has them)."""
+    return x if x.shape[-1] == width else F.pad(x, (0, width - x.shape[-1]))
+
+
 def _flat(x: torch.Tensor, width: int) -> torch.Tensor:
     """(B, H, T, c) as (B * H, T, width), zero-padded."""
-    if x.shape[-1] != width:
-        x = F.pad(x, (0, width - x.shape[-1]))
-    return x.reshape(-1, *x.shape[2:])
+    return _pad(x, width).flatten(0, 1)
 
 
 def _merge(out: torch.Tensor, lse: torch.Tensor, blocks: Blocks, part: torch.Tensor, part_lse: torch.Tensor, fresh: bool) -> None:
@@ -290,16 +254,15 @@ class _Fused(torch.autograd.Function):
         # One head size for the kernels: zero channels change no logit, and the zero value
         # channels of the output are sliced off.
         width = kernel.width(max(C, Dv))
+        q, k, v = (_flat(x, width) for x in (q, k, v))
         calls = partition(T, patterns)
-        operands = _Operands(*(x.reshape(B * H, T, C) for x in (q, k)), widths, {c.levels for c in calls}, width)
-        v = _flat(v, width)
         out, lse = _running(calls, B * H, T, Dv, torch.promote_types(v.dtype, torch.float32), v.device)
         states = []
         for call, fresh in zip(calls, first_touch(T, calls)):
             bias, empty = _bias(call, patterns, q.dtype, q.device) if call.mode == "masked" else (None, None)
             part, part_lse, state = kernel.forward(
-                _take(operands.query(call.levels), call.queries),
-                _take(operands.key(call.levels), call.keys),
+                _class_queries(q, call, _keep(widths, call.levels, width, q.dtype, q.device)),
+                _take(k, call.keys),
                 _take(v, call.keys),
                 call.mode == "causal",
                 bias,
@@ -310,36 +273,37 @@ class _Fused(torch.autograd.Function):
             states.append(state)
         out = out.to(v.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.setup = (patterns, widths, kernel, states)
+        ctx.setup = (patterns, widths, kernel, states, C)
         return out.view(B, H, T, Dv)
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        patterns, widths, kernel, states = ctx.setup
-        B, H, T, C = q.shape
-        Dv, width = grad_out.shape[-1], v.shape[-1]
-        calls = partition(T, patterns)
-        operands = _Operands(*(x.reshape(B * H, T, C) for x in (q, k)), widths, {c.levels for c in calls}, width)
-        grad_out, out = _flat(grad_out.contiguous(), width), F.pad(out, (0, width - Dv))
+        patterns, widths, kernel, states, C = ctx.setup
+        B, H, T, Dv = grad_out.shape
+        width = v.shape[-1]
+        grad_out, out = _flat(grad_out.contiguous(), width), _pad(out, width)
         # A query no key scores has lse = -inf; any finite value gives its (masked) logits weight 0.
         lse = lse.masked_fill(lse == -math.inf, 0.0)
-        grad_q, grad_k = (torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (operands.q, operands.k))
-        grad_v = torch.zeros(v.shape, dtype=lse.dtype, device=v.device)
-        for call, state in zip(calls, states):
+        grad_q, grad_k, grad_v = (torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (q, k, v))
+        for call, state in zip(partition(T, patterns), states):
+            keep = _keep(widths, call.levels, width, q.dtype, q.device)
             dq, dk, dv = kernel.backward(
                 _take(grad_out, call.queries),
-                _take(operands.query(call.levels), call.queries),
-                _take(operands.key(call.levels), call.keys),
+                _class_queries(q, call, keep),
+                _take(k, call.keys),
                 _take(v, call.keys),
                 _take(out, call.queries),
                 _take(lse, call.queries),
                 call.mode == "causal",
                 state,
             )
-            operands.add_grads(grad_q, grad_k, call, dq, dk)
+            # dq outside the class's channels is not a gradient (those are zeros, not q); dk
+            # there is zero already (dk = dS^T q).
+            _take(grad_q, call.queries).add_(dq if keep is None else dq * keep)
+            _take(grad_k, call.keys).add_(dk)
             _take(grad_v, call.keys).add_(dv)
-        grad_q, grad_k = (operands.unpad(g, C).reshape(B, H, T, C).to(q.dtype) for g in (grad_q, grad_k))
+        grad_q, grad_k = (g[..., :C].reshape(B, H, T, C).to(q.dtype) for g in (grad_q, grad_k))
         return grad_q, grad_k, grad_v[..., :Dv].reshape(B, H, T, Dv).to(v.dtype), None, None, None
 
 
@@ -356,7 +320,8 @@ def _running(calls: tuple, rows: int, T: int, Dv: int, dtype: torch.dtype, devic
 
 
 def _tiles(call: Call, patterns: tuple, device: torch.device):
-    """A call's pairs in tiles of at most _CHUNK x _CHUNK per member: (queries, keys, mask or None)."""
+    """A call's pairs in tiles of at most _CHUNK x _CHUNK per member: (the tile as a call, its mask
+    or None)."""
     queries, keys = call.queries, call.keys
     mask = _class_mask(call, patterns, device) if call.mode == "masked" else None
     for q0 in range(0, queries.length, _CHUNK):
@@ -371,12 +336,8 @@ def _tiles(call: Call, patterns: tuple, device: torch.device):
                 tile = torch.ones(rows, cols, dtype=torch.bool, device=device).tril(q0 - k0)
             else:
                 tile = None
-            yield (
-                call.levels,
-                queries._replace(start=queries.start + q0, length=rows),
-                keys._replace(start=keys.start + k0, length=cols),
-                tile,
-            )
+            part = queries._replace(start=queries.start + q0, length=rows), keys._replace(start=keys.start + k0, length=cols)
+            yield call._replace(queries=part[0], keys=part[1]), tile
 
 
 def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Tensor:
@@ -388,28 +349,25 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Ten
     """
     B, H, T, C = q.shape
     Dv = v.shape[-1]
-    calls = partition(T, patterns)
-    operands = _Operands(q.reshape(B * H, T, C), k.reshape(B * H, T, C), widths, {c.levels for c in calls}, C)
-    v = v.reshape(B * H, T, Dv)
-    tiles = [tile for call in calls for tile in _tiles(call, patterns, q.device)]
+    q, k, v = (x.reshape(B * H, T, x.shape[-1]) for x in (q, k, v))
+    tiles = [tile for call in partition(T, patterns) for tile in _tiles(call, patterns, q.device)]
 
-    def logits(levels, q_blocks, k_blocks, mask):
-        s = _take(operands.query(levels), q_blocks) @ _take(operands.key(levels), k_blocks).mT
+    def logits(tile: Call, mask):
+        s = _class_queries(q, tile, _keep(widths, tile.levels, C, q.dtype, q.device)) @ _take(k, tile.keys).mT
         return s if mask is None else s.masked_fill(~mask, -math.inf)
 
     with torch.no_grad():
         shift = torch.full((B * H, T), -math.inf, dtype=q.dtype, device=q.device)
-        for tile in tiles:
-            view = _take(shift, tile[1])
-            view.copy_(torch.logaddexp(view, logits(*tile).logsumexp(-1)))
+        for tile, mask in tiles:
+            view = _take(shift, tile.queries)
+            view.copy_(torch.logaddexp(view, logits(tile, mask).logsumexp(-1)))
         shift.masked_fill_(shift == -math.inf, 0.0)
     num = v.new_zeros(B * H, T, Dv)
     den = v.new_zeros(B * H, T)
-    for tile in tiles:
-        q_blocks, k_blocks = tile[1:3]
-        weights = torch.exp(logits(*tile) - _take(shift, q_blocks).unsqueeze(-1))
-        _take(den, q_blocks).add_(weights.sum(-1))
-        _take(num, q_blocks).add_(F.dropout(weights, dropout, True) @ _take(v, k_blocks))
+    for tile, mask in tiles:
+        weights = torch.exp(logits(tile, mask) - _take(shift, tile.queries).unsqueeze(-1))
+        _take(den, tile.queries).add_(weights.sum(-1))
+        _take(num, tile.queries).add_(F.dropout(weights, dropout, True) @ _take(v, tile.keys))
     den = torch.where(den > 0, den, 1.0)  # queries with no key: zero output
     return (num / den.unsqueeze(-1)).view(B, H, T, Dv)
 
@@ -419,22 +377,27 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Ten
 
 class Cache:
     """What decoding keeps: per level a ring of ``cache_slots`` keys (key u at slot u mod slots),
-    the values in a ring of the most slots, and the tokens seen so far."""
+    the values in a ring of the most slots, and the tokens seen so far.
+
+    The levels' rings lie one after another in one buffer (batch x heads, elements), each stored
+    channels first, so that a token's keys are written with one indexed copy and a query meets a
+    ring with one product, no transpose.
+    """
 
     def __init__(self, batch: int, heads: int, max_len: int, patterns: tuple, widths: tuple, v_width: int, dtype, device):
         self.batch, self.heads, self.max_len = batch, heads, max_len
         self.patterns, self.widths = patterns, widths
+        self.slots = [cache_slots(pattern, max_len) for pattern in patterns]
+        sizes = [n * width for n, width in zip(self.slots, widths)]
+        self.starts = [sum(sizes[:level]) for level in range(len(sizes))]
+        self.rings = torch.zeros(batch * heads, sum(sizes), dtype=dtype, device=device)
+        # Each level's ring as a (batch x heads, channels, slots) view.
         self.keys = [
-            torch.zeros(batch, heads, cache_slots(pattern, max_len), width, dtype=dtype, device=device)
-            for pattern, width in zip(patterns, widths)
+            self.rings[:, start : start + n * width].view(batch * heads, width, n)
+            for start, n, width in zip(self.starts, self.slots, widths)
         ]
-        slots = max(keys.shape[2] for keys in self.keys)
-        self.values = torch.zeros(batch, heads, slots, v_width, dtype=dtype, device=device)
+        self.values = torch.zeros(batch * heads, max(self.slots), v_width, dtype=dtype, device=device)
         self.length = 0
-        # The same buffers with batch and heads as one axis, and each level's channels.
-        self.flat_keys = [keys.view(batch * heads, *keys.shape[2:]) for keys in self.keys]
-        self.flat_values = self.values.view(batch * heads, *self.values.shape[2:])
-        self.channels = _level_channels(widths)
 
 
 def new_cache(
@@ -501,14 +464,26 @@ def _ring(first: int, end: int, slots: int) -> "list[tuple[int, int, int]]":
 
 def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     """Write the new tokens' keys and values (the last ones a ring can hold) and advance."""
-    B, H, n, _ = k.shape
+    B, H, n, C = k.shape
     end = cache.length + n
-    k, v = k.reshape(B * H, n, -1), v.reshape(B * H, n, -1)
-    for buffer, new in [*((keys, k[..., lo:hi]) for keys, (lo, hi) in zip(cache.flat_keys, cache.channels)), (cache.flat_values, v)]:
+    k, v = k.reshape(B * H, n, C), v.reshape(B * H, n, -1)
+    if n == 1:  # every level's slot of the token at once
+        t = cache.length
+        index = [
+            start + channel * slots + t % slots
+            for start, slots, width in zip(cache.starts, cache.slots, cache.widths)
+            for channel in range(width)
+        ]
+        cache.rings.index_copy_(1, torch.tensor(index, device=k.device), k[:, 0])
+        cache.values[:, t % cache.values.shape[1]] = v[:, 0]
+        cache.length = end
+        return
+    rings = zip(cache.keys, k.split(cache.widths, dim=-1))
+    for buffer, new in [*((keys.mT, new) for keys, new in rings), (cache.values, v)]:
         first = max(cache.length, end - buffer.shape[1])
         for slot, offset, length in _ring(first, end, buffer.shape[1]):
             at = first - cache.length + offset
-            buffer[:, slot : slot + length].copy_(new[:, at : at + length])
+            buffer[:, slot : slot + length] = new[:, at : at + length]
     cache.length = end
 
 
@@ -517,16 +492,16 @@ def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     _store(cache, k, v)
     t = cache.length - 1
     B, H = q.shape[:2]
-    rows = row_classes(t, cache.patterns)
-    if not rows:
+    ranges = [level_keys(pattern, t) for pattern in cache.patterns]
+    scored = sorted((a, b) for a, b in ranges if b > a)
+    if not scored:
         return v.new_zeros(B, H, 1, v.shape[-1])
-    first, end = rows[0][0], rows[-1][1]
-    q = q.reshape(B * H, 1, -1)
+    first, end = scored[0][0], max(b for _, b in scored)
     parts = []  # (offset in [first, end), the level's logits there)
-    for (lo, hi), pattern, keys in zip(cache.channels, cache.patterns, cache.flat_keys):
-        a, b = level_keys(pattern, t)
-        for slot, offset, length in _ring(a, b, keys.shape[1]) if b > a else ():
-            parts.append((a - first + offset, torch.bmm(q[..., lo:hi], keys[:, slot : slot + length].mT)))
+    for (a, b), q_level, keys in zip(ranges, q.reshape(B * H, 1, -1).split(cache.widths, dim=-1), cache.keys):
+        for slot, offset, length in _ring(a, b, keys.shape[2]) if b > a else ():
+            ring = keys if length == keys.shape[2] else keys[..., slot : slot + length]
+            parts.append((a - first + offset, torch.bmm(q_level, ring)))
     parts.sort(key=lambda part: -part[1].shape[-1])
     if parts[0][1].shape[-1] == end - first:  # a level scores every key: start from its logits
         scores = parts.pop(0)[1]
@@ -534,12 +509,14 @@ def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
         scores = q.new_zeros(B * H, 1, end - first)
     for at, logits in parts:
         scores[..., at : at + logits.shape[-1]] += logits
-    for (_, gap, _), (after, _, _) in zip(rows, rows[1:]):  # keys between ranges: no level
-        scores[..., gap - first : after - first] = -math.inf
+    reached = first
+    for a, b in scored:  # keys no level scores
+        if a > reached:
+            scores[..., reached - first : a - first] = -math.inf
+        reached = max(reached, b)
     weights = torch.softmax(scores, dim=-1)
-    values = cache.flat_values
-    (slot, _, length), *wrapped = _ring(first, end, values.shape[1])
-    out = torch.bmm(weights[..., :length], values[:, slot : slot + length])
+    (slot, _, length), *wrapped = _ring(first, end, cache.values.shape[1])
+    out = torch.bmm(weights[..., :length], cache.values[:, slot : slot + length])
     for slot, offset, length in wrapped:
-        out += torch.bmm(weights[..., offset : offset + length], values[:, slot : slot + length])
+        out += torch.bmm(weights[..., offset : offset + length], cache.values[:, slot : slot + length])
     return out.view(B, H, 1, -1)

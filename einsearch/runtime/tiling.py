@@ -5,6 +5,10 @@ tokens starting at position 0 (``None``: one block, every pair), then optionally
 ``lo <= t - u <= hi`` on the distance. Query t scores key u through the level when
 ``covers(pattern, t, u)``; attention is causal on top of that (u <= t).
 
+``partition`` cuts the causal pairs of a sequence into ``Call``s, batched attention calls each of
+one class (the set of levels covering its pairs); ``attention.py`` runs them and merges their
+softmaxes. ``cache_slots`` and ``cache_elements`` size the decoding cache.
+
 Standard library only: einsearch's analyzer imports this file, and every generated module
 carries it verbatim, so the rule the numbers are computed with is the rule the module runs.
 """
@@ -85,8 +89,9 @@ class Call(NamedTuple):
     ``keys`` range g, with the channels of ``levels`` (the pairs' class: the levels covering them).
 
     ``mode`` says which pairs of each query x key rectangle are scored: "dense" all of them;
-    "causal" (a square on the diagonal) those with u <= t; "masked" those with u <= t whose
-    covering levels are exactly ``levels`` (small tiles where coverage changes).
+    "causal" (squares) those on or below the square's diagonal, u - u0 <= t - t0 for the corner
+    (t0, u0), as causal attention does; "masked" those with u <= t whose covering levels are
+    exactly ``levels`` (tiles where coverage changes).
     """
 
     queries: Blocks
@@ -100,6 +105,7 @@ class Call(NamedTuple):
 # more in call overhead than they save in arithmetic.
 _MIN_SIDE = 16
 _TILE = 64
+_STRIP = 128  # queries per chunk of a band's strip
 _MODES = ("causal", "dense", "masked")
 
 
@@ -113,26 +119,6 @@ def level_keys(pattern: Pattern, t: int) -> "tuple[int, int]":
     return first, max(first, end)
 
 
-def row_classes(
-    t: int, patterns: "tuple[Pattern, ...]", start: int = 0
-) -> "tuple[tuple[int, int, tuple[int, ...]], ...]":
-    """Query t's keys from ``start`` to t as ``(first, end, levels)`` ranges, each scored by one
-    set of levels, in order; keys no level covers are left out."""
-    if start > t:
-        return ()
-    ranges = [level_keys(pattern, t) for pattern in patterns]
-    edges = sorted({start, t + 1} | {e for r in ranges for e in r if start < e <= t})
-    rows: list = []
-    for first, end in zip(edges, edges[1:]):
-        levels = tuple(level for level, (a, b) in enumerate(ranges) if a <= first < b)
-        if not levels:
-            continue
-        if rows and rows[-1][1] == first and rows[-1][2] == levels:
-            first = rows.pop()[0]
-        rows.append((first, end, levels))
-    return tuple(rows)
-
-
 def call_pairs(call: Call) -> int:
     """Query x key pairs the call computes: whole rectangles, as a FLOP counter sees them."""
     queries, keys = call.queries, call.keys
@@ -144,13 +130,16 @@ def partition(T: int, patterns: "tuple[Pattern, ...]") -> "tuple[Call, ...]":
     """The causal pairs of a T-token sequence that some level covers, each in exactly one call,
     with exactly the levels that cover it; causal calls first.
 
-    Recursion on the causal triangle: a diagonal square splits into two diagonal squares and the
-    rectangle below the diagonal; a rectangle into two or four. A region stops where each level
-    covers all or none of its pairs (a causal or dense call of that class) or where it is small
-    (a masked tile per class it holds). Equal regions in arithmetic progression form one call.
+    Where only distances matter (no level has blocks shorter than T) and each class is one strip
+    a <= t - u <= b of the triangle, strips are cut into chunks of queries (``_Cutter.strip``).
+    Otherwise, recursion on the causal triangle: a diagonal square splits into two diagonal
+    squares and the rectangle below the diagonal; a rectangle into two or four. A region stops
+    where each level covers all or none of its pairs (a causal or dense call of that class) or
+    where it is small (a masked tile per class it holds). Equal regions in arithmetic progression
+    form one call.
     """
-    cutter = _Cutter(tuple(patterns))
-    if T > 0:
+    cutter = _Cutter(tuple(patterns), T)
+    if T > 0 and not cutter.strips(T):
         cutter.square(0, T)
     return cutter.calls()
 
@@ -180,18 +169,19 @@ class _Cutter:
     are all masked tiles, of a few shapes.
     """
 
-    def __init__(self, patterns: "tuple[Pattern, ...]"):
+    def __init__(self, patterns: "tuple[Pattern, ...]", T: int):
         self.patterns = patterns
         never = float("inf")
         self.levels = []  # (level, block length or None, least and greatest distance, phase-free)
         for level, (length, lo, hi) in enumerate(patterns):
             lo, hi = max(lo or 0, 0), never if hi is None else hi
+            length = None if length is not None and length >= T else length  # one block: all pairs
             if lo <= hi:  # a level with an empty band covers nothing
                 odd = length is not None and length & (length - 1) != 0
                 loose = odd and min(length, hi) <= _TILE
                 self.levels.append((level, length, lo, hi, loose))
         self.families: dict = {}
-        self.tiles: dict = {}  # masked tile kind -> [(t0, u0, block phases)]
+        self.tiles: dict = {}  # masked tile kind -> [(t0, block phases)]
         self.classes: dict = {}  # (kind, block phases) -> the classes its pairs fall into
 
     def status(self, t0: int, t1: int, u0: int, u1: int, diagonal: bool):
@@ -217,6 +207,49 @@ class _Cutter:
                     whole = whole and first == last == u0 // length
             (every if whole else some).append(level)
         return tuple(every), tuple(some)
+
+    def strips(self, T: int) -> bool:
+        """Distances only: the class of a pair changes where t - u crosses a band's edge. One strip
+        per class, or False (nothing done) when a level has blocks or a class has two strips (the
+        masked tiles of one would hold pairs of the other)."""
+        if any(length is not None for _, length, _, _, _ in self.levels):
+            return False
+        edges = sorted({0, T} | {edge for _, _, lo, hi, _ in self.levels for edge in (lo, hi + 1) if 0 < edge < T})
+        strips = []
+        for a, end in zip(edges, edges[1:]):
+            levels = tuple(level for level, _, lo, hi, _ in self.levels if lo <= a <= hi)
+            if levels:
+                strips.append((a, end - 1, levels))
+        if len({levels for _, _, levels in strips}) < len(strips):
+            return False
+        for a, b, levels in strips:
+            self.strip(T, a, b, levels)
+        return True
+
+    def strip(self, T: int, a: int, b: int, levels: tuple) -> None:
+        """The pairs a <= t - u <= b, one class. Unbounded (b = T - 1): one causal square, queries
+        from a against keys from 0. Else chunks of c queries t0.., whose keys [t0 - b, t0 - a + c)
+        are cut in three: at the near end a causal square (its pairs below the diagonal are at
+        distances a to a + c - 1), at the far end a masked square (the band's edge), dense pieces
+        between. Chunks cut by the sequence's ends are masked tiles."""
+        if b >= T - 1:
+            self.leaf(a, 0, T - a, T - a, levels, "causal")
+            return
+        n = b - a
+        c = min(n, _STRIP) if n >= _TILE else _TILE
+        for t0 in range(a, T, c):
+            if t0 - b < 0 or t0 + c > T:
+                first = max(t0 - b, 0)
+                self.leaf(t0, first, min(c, T - t0), min(t0 + c - a, T) - first, levels, "masked")
+                continue
+            self.leaf(t0, t0 - a, c, c, levels, "causal" if c <= n + 1 else "masked")
+            if n < c:
+                if n:
+                    self.leaf(t0, t0 - b, c, n, levels, "masked")
+                continue
+            self.leaf(t0, t0 - b, c, c, levels, "masked")
+            for first in range(t0 - b + c, t0 - a, c):
+                self.leaf(t0, first, c, min(c, t0 - a - first), levels, "dense")
 
     def square(self, a: int, b: int) -> None:
         every, some = self.status(a, b, a, b, True)
@@ -268,7 +301,8 @@ class _Cutter:
 
     def masked(self, t0: int, u0: int, rows: int, cols: int, every: tuple, some: tuple) -> None:
         """A small region, left for ``calls`` to cut into one masked call per class."""
-        phases = tuple((t0 % n, u0 % n) for n in (self.patterns[level].length for level in some) if n)
+        lengths = [length for level, length, _, _, _ in self.levels if level in some and length]
+        phases = tuple((t0 % n, u0 % n) for n in lengths)
         self.tiles.setdefault((rows, cols, t0 - u0, every, some), []).append((t0, phases))
 
     def tile_classes(self, kind: tuple, t0: int, phases: tuple) -> "set[tuple[int, ...]]":
