@@ -1,0 +1,511 @@
+"""The search loop: every member of the chosen families, scored, kept within the budgets, deduplicated
+and ranked by the objective, each with the commands that describe and generate it.
+
+Each family's file is resolved once (``Template``); a member's levels are keyed by what their
+sizes read, built and counted once per search (``costs.level_cost``, planned once per level up to
+names in the planner's cache); a member is then arithmetic over its levels (``costs.combine``).
+Members that define the same matrix family at the same costs are listed once: the same sequence
+patterns and feature networks up to relabelling (``costs.feature_form``), the first found kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from .. import catalog as catalogue
+from ..analyze import taxonomy_of
+from ..analyze.rank import rank_bound as analyze_rank_bound
+from ..errors import DSLError, EinsearchError, OptionError
+from ..sequence import SequencePattern, causal_pairs
+from ..structure import Instance, Structure, load
+from .costs import Costs, LevelCost, combine, level_cost, planned, rank_bound
+from .families import FAMILIES, Family, Space, find_family, option_text
+from .objectives import Objective, find_objective
+from .template import Invalid, Template
+
+MAX_WIDTH = 1 << 20  # the widest D searched (its divisors are listed, its splits planned)
+MAX_LENGTH = 1 << 40  # the longest T searched (every count stays exact)
+MAX_MEMBERS = 250_000  # the most members a search enumerates without --limit (some 10 s)
+USER_GRID_LIMIT = 2048  # the most option combinations tried for one --include file
+PROGRESS_EVERY = 512
+INVALID = ("no level",)  # the table's entry for a key whose level does not resolve
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One member of the space with its numbers (params, FLOPs and decode FLOPs for all heads)."""
+
+    structure: str  # the file's name
+    family: str
+    options: dict  # what describe and generate take: T, D, then the family's options
+    summary: str
+    value: float  # the objective's
+    params: int
+    flops: int
+    rank_bound: int  # describe's rank bound of one head: of M (D x D) or of the T x T scores
+    rank_near: int  # of the D x D form scoring a pair at distance 0
+    rank_far: int  # of the D x D form scoring every pair at distance >= T/8
+    covered: float  # share of the causal pairs some level scores
+    near_share: float
+    decode_flops: int
+    cache_bytes: int
+    taxonomy: dict[str, float] | None
+    describe: str
+    generate: str
+    source: str  # the .ein file the family is searched over
+    file: str | None = None  # the .ein file the commands name (None: a catalog name)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The ranked candidates, and what was asked (``query``) and done."""
+
+    query: dict
+    candidates: tuple[Candidate, ...]
+    scored: int
+    within_budget: int
+    duplicates: int
+    unranked: int  # within budget, unique, but given no value by the objective
+    seconds: float
+    truncated: bool
+    front: tuple[tuple[int, float], ...] = ()  # (FLOPs, objective) of the Pareto front over everything ranked
+    cloud: tuple[tuple[int, float], ...] = field(default=(), repr=False)  # (FLOPs, objective) of everything ranked
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        from ..report import search_json
+
+        return search_json(self)
+
+    def csv(self) -> str:
+        from ..report import search_csv
+
+        return search_csv(self)
+
+    def text(self) -> str:
+        from ..report import search_text
+
+        return search_text(self)
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+class Shared:
+    """What the families of one search share: ids of level forms (duplicates are told by them) and
+    of sequence patterns, and the share of causal pairs each set of patterns scores."""
+
+    def __init__(self, T: int) -> None:
+        self.T = T
+        self.forms: dict[tuple, int] = {}
+        self.patterns: dict[SequencePattern, int] = {}
+        self.shares: dict[tuple, float] = {}
+
+    def form(self, form: tuple) -> int:
+        return self.forms.setdefault(form, len(self.forms))
+
+    def pattern(self, pattern: SequencePattern) -> int:
+        return self.patterns.setdefault(pattern, len(self.patterns))
+
+    def covered(self, patterns: Sequence[SequencePattern]) -> float:
+        """The share of the causal pairs that some of ``patterns`` scores (NaN: too many cells to count)."""
+        ids = tuple(sorted({self.pattern(p) for p in patterns}))
+        share = self.shares.get(ids)
+        if share is None:
+            count = causal_pairs(patterns, self.T)
+            share = self.shares[ids] = math.nan if count is None else count / (self.T * (self.T + 1) // 2)
+        return share
+
+    def covered_ids(self, ids: tuple[int, ...], costs: Sequence[LevelCost]) -> float:
+        """``covered`` of the levels' patterns, already given ids (``ids``: sorted, each once)."""
+        share = self.shares.get(ids)
+        if share is None:
+            share = self.covered([c.rank.pattern for c in costs])
+        return share
+
+
+class Source:
+    """A family and the file it is searched over, at one search's sizes."""
+
+    def __init__(self, family: Family, path: Path, shipped: bool, space: Space, shared: Shared) -> None:
+        self.family, self.path, self.shipped = family, path, shipped
+        self.space, self.shared = space, shared
+        self.structure: Structure = load(path) if not shipped else catalogue.find(path.stem)
+        self.template: Template | None = None  # resolved at the first point that resolves
+        self.levels: dict[tuple, tuple] = {}  # a level's key -> (counts, form id, pattern id), or INVALID
+
+    def resolved(self, values: dict) -> bool:
+        """Whether the file is resolved: at these values, when it was not yet and they resolve."""
+        if self.template is None:
+            try:
+                self.template = Template(self.structure, self.options(values), self.family.options)
+            except DSLError:
+                return False
+            except OptionError as err:
+                if err.option in ("T", "D") or err.option in self.family.options:
+                    return False  # these values do not fit; another point may
+                raise
+        return True
+
+    def score(self, values: dict) -> tuple[Costs, tuple[int, ...]] | None:
+        """A member's numbers and its levels' forms; None when the options give no structure."""
+        if self.template is None and not self.resolved(values):
+            return None
+        found = self.template.keys(values)
+        if found is None:
+            return None
+        env, keys = found
+        get = self.levels.get
+        levels = [get(key) for key in keys]
+        if None in levels:
+            levels = self._levels(env, keys, levels)
+        if INVALID in levels:
+            return None
+        costs, forms, patterns = zip(*levels)
+        covered = self.shared.covered_ids(tuple(sorted(set(patterns))), costs)
+        if not self.template.shares_factors:
+            found = combine(costs, self.space.T, self.space.D, covered)
+            if found is not None:
+                return found, tuple(sorted(forms))
+            instance = Instance(self.structure.name, env, tuple(self.template.build(env, key) for key in keys))
+        else:
+            instance = self.template.instance(values)
+        return planned(instance, covered), tuple(sorted(forms))
+
+    def rank_bound(self, values: dict) -> int:
+        """describe's rank bound of a member (``costs.rank_bound``; from the whole instance when
+        its levels share a factor)."""
+        if not self.resolved(values) or self.template.shares_factors:
+            return analyze_rank_bound(self.template.instance(values))
+        env, keys = self.template.keys(values)
+        levels = self._levels(env, keys, [self.levels.get(key) for key in keys])
+        return rank_bound([cost for cost, _, _ in levels], self.space.T, self.space.D)
+
+    def _levels(self, env: dict, keys: list[tuple], found: list) -> list[tuple]:
+        """``found`` (the table's entries for ``keys``) with those missing built."""
+        for n, entry in enumerate(found):
+            if entry is None:
+                found[n] = self.levels[keys[n]] = self._level(env, keys[n])
+        return found
+
+    def _level(self, env: dict, key: tuple) -> tuple:
+        """(the level's counts, its form's id, its pattern's id), INVALID when it does not resolve."""
+        try:
+            level = self.template.build(env, key)
+        except Invalid:
+            return INVALID
+        cost = level_cost(level, self.space.T)
+        return cost, self.shared.form(cost.form), self.shared.pattern(cost.rank.pattern)
+
+    def options(self, values: dict) -> dict:
+        return {"T": self.space.T, "D": self.space.D, **values}
+
+
+class Row(NamedTuple):
+    """A scored member before it becomes a Candidate: plain numbers (most never do; the many kept
+    cost the garbage collector nothing). Its options are found again from its place in the grid."""
+
+    order: int
+    source: int  # which of the search's sources
+    point: int  # which point of its grid
+    costs: Costs
+    value: float
+
+
+def search(
+    D: int,
+    T: int,
+    heads: int = 1,
+    *,
+    budget: float | str | None = None,
+    cache_budget: float | str | None = None,
+    objective: str = "rank",
+    families: Iterable[str] | None = None,
+    include: Sequence[str | Path] = (),
+    top: int | None = 20,
+    pareto: bool = False,
+    limit: int | None = None,
+    max_levels: int = 8,
+    multi_levels: int = 2,
+    rank_unit: int | None = None,
+    einsum_grid: int = 2,
+    ein_dir: str | Path | None = None,
+    catalog: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SearchResult:
+    """Every member of the families that fits the budgets, best ``objective`` first (module doc).
+
+    ``catalog``: a folder holding the families' files in place of the shipped catalog (its
+    ``search/`` subfolder for multi, multi-band and einsum); ``ein_dir``: the folder the caller
+    copies each listed member's file into (the printed commands then name those copies).
+    """
+    started = time.perf_counter()
+    validate(D, T, heads, top, limit, max_levels, multi_levels, rank_unit, einsum_grid)
+    goal = find_objective(objective)
+    flop_budget = None if budget is None else parse_amount(budget, "budget")
+    byte_budget = None if cache_budget is None else parse_amount(cache_budget, "cache-budget")
+    space = Space(D, T, heads, max_levels, multi_levels, rank_unit, einsum_grid)
+    if space.head_dim % space.unit:
+        raise OptionError("rank-unit", f"must divide the head dimension D / heads = {space.head_dim}, got {rank_unit}")
+    sources = chosen_sources(families, include, space, catalog, Shared(T))
+    sizes = [min(source.family.size(space), USER_GRID_LIMIT) if not source.shipped else source.family.size(space)
+             for source in sources]  # fmt: skip
+    total = sum(sizes) if not limit else min(sum(sizes), limit)
+    if total > MAX_MEMBERS:
+        counts = ", ".join(f"{s.family.name} {n:,}" for s, n in zip(sources, sizes) if n)
+        raise OptionError("limit", f"the space holds {sum(sizes):,} members ({counts}), more than {MAX_MEMBERS:,}: "
+                          "lower --multi-levels or --max-levels, narrow --family, or pass --limit N to score the "
+                          "first N")  # fmt: skip
+    kept: dict[tuple, Row | None] = {}  # one row per family of matrices at the same costs: the first found
+    scored = within = unranked = 0
+    truncated = False
+    for number, (source, size) in enumerate(zip(sources, sizes)):
+        for point, values in enumerate(grid(source, size)):
+            if limit and scored >= limit:
+                truncated = True
+                break
+            scored += 1
+            if progress is not None and scored % PROGRESS_EVERY == 0:
+                progress(scored, total)
+            found = source.score(values)
+            if found is None:
+                continue
+            costs, forms = found
+            if flop_budget is not None and costs.flops * heads > flop_budget:
+                continue
+            if byte_budget is not None and costs.cache_bytes(T, heads, D) > byte_budget:
+                continue
+            within += 1
+            key = (forms, costs.flops, costs.params)
+            if key in kept:
+                continue
+            value = goal.value(costs, heads)
+            if value is None:
+                unranked += 1
+                kept[key] = None
+                continue
+            kept[key] = Row(len(kept), number, point, costs, value)
+    if progress is not None:
+        progress(scored, total)
+    rows = [row for row in kept.values() if row is not None]
+    front_ids = pareto_front([(row.costs.flops, goal.score(row.value)) for row in rows])
+    ranked = sorted(front_ids if pareto else range(len(rows)), key=lambda i: order_key(goal, rows[i]))
+    shown = [rows[i] for i in (ranked if not top else ranked[:top])]
+    points = grid_points(sources, sizes, shown)
+    folder = None if ein_dir is None else Path(ein_dir)
+    query = {"D": D, "T": T, "heads": heads, "budget": flop_budget, "cache_budget": byte_budget,
+             "objective": objective, "objective_label": goal.label, "maximize": goal.maximize, "column": goal.column,
+             "families": [s.family.name for s in sources], "top": top, "pareto": pareto, "limit": limit,
+             "max_levels": max_levels, "multi_levels": multi_levels, "rank_unit": space.unit,
+             "einsum_grid": einsum_grid}  # fmt: skip
+    notes = [f"{s.path}: only the first {USER_GRID_LIMIT} option combinations were tried"
+             for s, n in zip(sources, sizes) if not s.shipped and s.family.size(space) > USER_GRID_LIMIT]  # fmt: skip
+    if unranked:
+        notes.append(f"{unranked:,} within budget not ranked by {objective}: each {goal.requires} only when ranked")
+    return SearchResult(
+        query,
+        tuple(candidate(row, sources[row.source], points[row.source, row.point], space, folder) for row in shown),
+        scored,
+        within,
+        within - len(kept),
+        unranked,
+        time.perf_counter() - started,
+        truncated,
+        tuple(sorted((rows[i].costs.flops * heads, rows[i].value) for i in front_ids)),
+        tuple((row.costs.flops * heads, row.value) for row in rows),
+        tuple(notes),
+    )
+
+
+def grid_points(sources: Sequence[Source], sizes: Sequence[int], rows: Sequence[Row]) -> dict[tuple[int, int], dict]:
+    """The options of each row, found again in its family's grid."""
+    wanted: dict[int, set[int]] = {}
+    for row in rows:
+        wanted.setdefault(row.source, set()).add(row.point)
+    found = {}
+    for number, points in wanted.items():
+        last = max(points)
+        for point, values in enumerate(grid(sources[number], sizes[number])):
+            if point in points:
+                found[number, point] = values
+            if point == last:
+                break
+    return found
+
+
+def order_key(goal: Objective, row: Row) -> tuple:
+    """The objective first; then fewer FLOPs, more far rank, more near rank, more covered, found first."""
+    c = row.costs
+    return goal.sort_key(row.value), c.flops, -c.far_rank, -c.near_rank, -c.covered, row.order
+
+
+def grid(source: Source, size: int) -> Iterable[dict]:
+    """The family's grid (a user's file: its first ``USER_GRID_LIMIT`` points)."""
+    points = source.family.grid(source.space)
+    if source.shipped:
+        return points
+    return (values for _, values in zip(range(size), points))
+
+
+def chosen_sources(names: Iterable[str] | None, include: Sequence[str | Path], space: Space,
+                   folder: str | Path | None, shared: Shared) -> list[Source]:  # fmt: skip
+    """The families asked for (all by default), in the order duplicates are resolved, then one per
+    included file (always searched: naming it in ``names`` too is allowed)."""
+    wanted = list(FAMILIES) if names is None else [n.strip() for n in names if n.strip()]
+    files = {key for path in include for key in (str(path), Path(path).stem)}
+    for name in wanted:
+        if name not in files:
+            find_family(name)
+    root = catalogue.catalog_dir() if folder is None else Path(folder)
+    if not root.is_dir():
+        raise OptionError("catalog", f"{root} is not a directory")
+    shipped = [Source(f, root / f.file, folder is None, space, shared) for f in FAMILIES.values() if f.name in wanted]
+    return shipped + [Source(user_family(Path(path), space), Path(path), False, space, shared) for path in include]
+
+
+def user_family(path: Path, space: Space) -> Family:
+    """A user's .ein file over a small grid around each declared option: every choice; whole numbers
+    at their default x 1/4, 1/2, 1, 2, 4; lists at their default."""
+    import itertools
+
+    structure = load(path)
+    base = structure.resolve({"T": space.T, "D": space.D})
+    axes = []
+    for decl in structure.options:
+        if decl.name in ("T", "D"):
+            continue
+        value = base.values[decl.name]
+        if decl.kind == "choice":
+            axes.append([(decl.name, c) for c in decl.choices])
+        elif isinstance(value, list):
+            axes.append([(decl.name, value)])
+        else:
+            low = 1 if decl.kind == "size" else 0
+            grid = sorted({v for v in (value // 4, value // 2, value, value * 2, value * 4) if v >= low} | {value})
+            axes.append([(decl.name, v) for v in grid])
+    names = tuple(name for name, _ in (axis[0] for axis in axes))
+    return Family(str(path), str(path), names, lambda space: (dict(point) for point in itertools.product(*axes)),
+                  count=lambda space: math.prod(len(axis) for axis in axes))  # fmt: skip
+
+
+def candidate(row: Row, source: Source, values: dict, space: Space, folder: Path | None) -> Candidate:
+    costs, H = row.costs, space.heads
+    options = source.options(values)
+    if folder is not None:
+        file = str(folder / source.path.name)
+    else:
+        file = None if source.shipped else str(source.path)
+    target = shlex.quote(file or source.path.stem)
+    flags = " ".join(f"--{k} {option_text(v)}" for k, v in options.items())
+    module = re.sub(r"\W", "_", source.path.stem) + "_attn.py"
+    taxonomy = None
+    rank = source.rank_bound(values)
+    if costs.feature and space.D > 1 and costs.params and costs.per_token // 2 and rank:
+        taxonomy = vars(taxonomy_of(space.D, costs.params, costs.per_token // 2, rank))
+    return Candidate(
+        structure=source.path.stem,
+        family=source.family.name if source.shipped or folder is not None else source.path.stem,
+        options=options,
+        summary=source.family.summarize(options),
+        value=row.value,
+        params=costs.params * H,
+        flops=costs.flops * H,
+        rank_bound=rank,
+        rank_near=costs.near_rank,
+        rank_far=costs.far_rank,
+        covered=costs.covered,
+        near_share=costs.near_share,
+        decode_flops=costs.decode * H,
+        cache_bytes=costs.cache_bytes(space.T, H, space.D),
+        taxonomy=taxonomy,
+        describe=f"einsearch describe {target} {flags} --heads {H}",
+        generate=f"einsearch generate {target} {flags} --heads {H} -o {module}",
+        source=str(source.path),
+        file=file,
+    )
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (FLOPs, score to maximise) that no other beats: none has no more
+    FLOPs and no lower score with one of the two strictly better. Ties are all kept."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    i = 0
+    while i < len(order):
+        flops = points[order[i]][0]
+        group = []
+        while i < len(order) and points[order[i]][0] == flops:
+            group.append(order[i])
+            i += 1
+        top = points[group[0]][1]
+        if top > best:
+            front += [j for j in group if points[j][1] == top]
+            best = top
+    return sorted(front)
+
+
+def parse_amount(text: str | float | int, option: str) -> float:
+    """``2e9``, ``2G``, ``1.5T``, ``64k``, ``64Ki`` -> a positive number (decimal prefixes, or binary with i)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGTP]i?)?\s*", str(text))
+        if not match:
+            raise OptionError(option, f"expected a number such as 2e9, 2G or 64k, got {text!r}")
+        value = float(match.group(1))
+        prefix = match.group(2) or ""
+        if prefix:
+            power = "kMGTP".index(prefix[0].replace("K", "k")) + 1
+            value *= (1024 if prefix.endswith("i") else 1000) ** power
+    if not math.isfinite(value) or value <= 0:
+        raise OptionError(option, f"must be a positive number, got {text!r}")
+    return value
+
+
+def validate(D, T, heads, top, limit, max_levels, multi_levels, rank_unit, einsum_grid) -> None:
+    """Options a search cannot run with, each an OptionError naming the option and its limit."""
+    for name, value, low in (("D", D, 1), ("T", T, 1), ("heads", heads, 1), ("max-levels", max_levels, 1),
+                             ("multi-levels", multi_levels, 1), ("einsum-grid", einsum_grid, 1)):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise OptionError(name, f"must be a whole number >= {low}, got {value!r}")
+    for name, value, low in (("top", top, 0), ("limit", limit, 1), ("rank-unit", rank_unit, 1)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise OptionError(name, f"must be a whole number >= {low}, got {value!r}")
+    if D > MAX_WIDTH:
+        raise OptionError("D", f"search takes widths up to 2^20 = {MAX_WIDTH:,}, got {D:,}")
+    if T > MAX_LENGTH:
+        raise OptionError("T", f"search takes sequences up to 2^40 = {MAX_LENGTH:,} tokens, got {T:,}")
+    if D % heads:
+        raise OptionError("heads", f"must divide D (the head dimension is D / heads), got D = {D}, heads = {heads}")
+    if einsum_grid > 8:
+        raise OptionError("einsum-grid", f"at most 8 (steps of 1/8 give thousands of members), got {einsum_grid}")
+
+
+def catalog_points(result: SearchResult) -> list[tuple[str, int, float]]:
+    """Each shipped family's file at its default options, at the result's T and D: name, FLOPs (all
+    heads) and objective value (for the figure); files whose defaults do not fit these sizes or that
+    the objective gives no value are left out."""
+    q = result.query
+    space, goal = Space(q["D"], q["T"], q["heads"]), find_objective(q["objective"])
+    shared = Shared(space.T)
+    found = []
+    for family in FAMILIES.values():
+        try:
+            instance = catalogue.find(Path(family.file).stem).resolve({"T": space.T, "D": space.D})
+        except EinsearchError:
+            continue
+        costs = planned(instance, shared.covered([level.pattern for level in instance.levels]))
+        value = goal.value(costs, space.heads)
+        if value is not None:
+            found.append((instance.name, costs.flops * space.heads, value))
+    return found
