@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from itertools import islice
 from typing import NamedTuple
 
 from ..analyze.counts import LevelCounts, cache_bytes, level_counts, params
@@ -115,13 +116,14 @@ def combine(levels: Sequence[LevelCost], T: int, D: int, covered: float) -> Cost
     """The candidate's numbers from its levels' counts; None when grouping levels could change the
     plan's FLOPs (a level whose grouped maps differ from its own choice): then plan it whole.
     ``covered``: the share of the causal pairs some level scores (``Shared.covered``)."""
-    columns = list(zip(*levels))
-    flops, maps, pair, near, decode, key_slots, params, local, regroup = map(sum, columns[:SUMMED])
+    columns = zip(*levels)  # built lazily: the fields past ``rank`` are never transposed
+    flops, maps, pair, near, decode, key_slots, params, local, regroup = map(sum, islice(columns, SUMMED))
     if regroup and regrouped(levels):
         return None
-    near_rank, far_rank = pair_ranks(columns[SUMMED + 1], D)
-    return Costs(flops, params, near_rank, far_rank, covered, near / pair if pair else 0.0, decode, key_slots,
-                 max(columns[SUMMED]), maps // T, not local)  # fmt: skip
+    slots = max(next(columns))
+    near_rank, far_rank = pair_ranks(next(columns), D)
+    return Costs._make((flops, params, near_rank, far_rank, covered, near / pair if pair else 0.0, decode, key_slots,
+                        slots, maps // T, not local))  # fmt: skip
 
 
 def rank_bound(levels: Sequence[LevelCost], T: int, D: int) -> int:

@@ -30,6 +30,7 @@ from difflib import get_close_matches
 from functools import cached_property
 
 from ..errors import OptionError
+from ..sequence import SequencePattern
 
 Grid = Callable[["Space"], Iterable[dict]]
 
@@ -278,12 +279,12 @@ def multi_values(chosen: tuple[tuple[int, int, int], ...]) -> dict:
 
 
 def multi_summary(values: dict) -> str:
-    """``g lr16 + b64 lr128`` (64 blocks, low rank 128), ``bd4x16`` (4 feature blocks of rank 16),
-    ``w8 lr4`` (a band of 8, low rank 4)."""
-    parts = [f"{'g' if p == 1 else f'b{p}'} {'lr' + str(r) if c == 1 else f'bd{c}x{r}'}"
+    """``global lr16 + 64 blocks lr128`` (low rank 16 on every pair, 128 on 64 blocks), ``bd4x16``
+    (4 feature blocks of rank 16), ``band 0 <= t-u <= 8 lr4`` (the pattern's own text)."""
+    parts = [f"{SequencePattern(p).text()} {'lr' + str(r) if c == 1 else f'bd{c}x{r}'}"
              for p, c, r in zip(values["blocks"], values["groups"], values["ranks"])]  # fmt: skip
     if "window" in values:
-        parts.append(f"w{values['window']} lr{values['rw']}")
+        parts.append(f"{SequencePattern(1, (0, values['window'])).text()} lr{values['rw']}")
     return " + ".join(parts)
 
 

@@ -37,12 +37,14 @@ class Objective:
     value: Callable[[Costs, int], float | None]
     maximize: bool
     label: str  # what the value measures (the help, the plot's axis)
-    requires: str = ""  # why a candidate gets no value, for the note that counts them
+    requires: str = ""  # what a candidate must do to get a value, for the note that counts those that do not
     column: str | None = None  # the search table's column for the value (None: it already shows it)
 
-    def sort_key(self, value: float) -> float:
-        """Smaller first."""
-        return -value if self.maximize else value
+    def place(self, costs: Costs, value: float, found: int) -> tuple:
+        """Where a candidate is listed (smaller first): by the objective; then fewer FLOPs, more
+        far rank, more near rank, more pairs covered; then found first."""
+        first = -value if self.maximize else value
+        return first, costs.flops, -costs.far_rank, -costs.near_rank, -costs.covered, found
 
     def score(self, value: float) -> float:
         """Larger is better (the Pareto front maximises it)."""
@@ -73,7 +75,7 @@ def find_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-EVERY_PAIR = "scores every causal pair"
+EVERY_PAIR = "score every causal pair"
 
 
 @objective("rank", "rank of the D x D form scoring every pair at distance >= T/8")
@@ -97,6 +99,6 @@ def local_bias(costs: Costs, heads: int) -> float | None:
 
 
 @objective("decode", "decode FLOPs (all heads) per unit of far rank", maximize=False,
-           requires="gives distant pairs some rank", column="decode/far")  # fmt: skip
+           requires="give distant pairs some rank", column="decode/far")  # fmt: skip
 def decode(costs: Costs, heads: int) -> float | None:
     return costs.decode * heads / costs.far_rank if costs.far_rank else None

@@ -10,6 +10,7 @@ patterns and feature networks up to relabelling (``costs.feature_form``), the fi
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import shlex
@@ -23,11 +24,12 @@ from .. import catalog as catalogue
 from ..analyze import taxonomy_of
 from ..analyze.rank import rank_bound as analyze_rank_bound
 from ..errors import DSLError, EinsearchError, OptionError
+from ..planner import memo
 from ..sequence import SequencePattern, causal_pairs
 from ..structure import Instance, Structure, load
 from .costs import Costs, LevelCost, combine, level_cost, planned, rank_bound
 from .families import FAMILIES, Family, Space, find_family, option_text
-from .objectives import Objective, find_objective
+from .objectives import find_objective
 from .template import Invalid, Template
 
 MAX_WIDTH = 1 << 20  # the widest D searched (its divisors are listed, its splits planned)
@@ -199,27 +201,43 @@ class Source:
         return found
 
     def _level(self, env: dict, key: tuple) -> tuple:
-        """(the level's counts, its form's id, its pattern's id), INVALID when it does not resolve."""
-        try:
-            level = self.template.build(env, key)
-        except Invalid:
-            return INVALID
-        cost = level_cost(level, self.space.T)
-        return cost, self.shared.form(cost.form), self.shared.pattern(cost.rank.pattern)
+        """(the level's counts, its form's id, its pattern's id), INVALID when it does not resolve
+        (kept in the planner's cache: the key names the level within this file and option set)."""
+        T = self.space.T
+
+        def counts() -> LevelCost | None:
+            try:
+                return level_cost(self.template.build(env, key), T)
+            except Invalid:
+                return None
+
+        cost = memo(("search level", self.structure.text, self.family.options, T, self.space.D, key), counts)
+        return INVALID if cost is None else (cost, self.shared.form(cost.form), self.shared.pattern(cost.rank.pattern))
 
     def options(self, values: dict) -> dict:
         return {"T": self.space.T, "D": self.space.D, **values}
 
 
 class Row(NamedTuple):
-    """A scored member before it becomes a Candidate: plain numbers (most never do; the many kept
-    cost the garbage collector nothing). Its options are found again from its place in the grid."""
+    """A scored member before it becomes a Candidate. The search keeps each as a plain tuple of
+    numbers (``Row.kept``): most never become one, and the many kept cost the garbage collector
+    nothing (it lets go of a plain tuple of numbers, never of a named one). Its options are found
+    again from its place in the grid."""
 
-    order: int
+    place: tuple  # where the objective lists it (``Objective.place``): plain tuples sort by it
     source: int  # which of the search's sources
     point: int  # which point of its grid
     costs: Costs
     value: float
+
+    @staticmethod
+    def kept(place: tuple, source: int, point: int, costs: Costs, value: float) -> tuple:
+        return place, source, point, tuple(costs), value
+
+    @classmethod
+    def of(cls, kept: tuple) -> Row:
+        place, source, point, costs, value = kept
+        return cls(place, source, point, Costs._make(costs), value)
 
 
 def search(
@@ -266,7 +284,7 @@ def search(
         raise OptionError("limit", f"the space holds {sum(sizes):,} members ({counts}), more than {MAX_MEMBERS:,}: "
                           "lower --multi-levels or --max-levels, narrow --family, or pass --limit N to score the "
                           "first N")  # fmt: skip
-    kept: dict[tuple, Row | None] = {}  # one row per family of matrices at the same costs: the first found
+    kept: dict[tuple, tuple | None] = {}  # one row per family of matrices at the same costs: the first found
     scored = within = unranked = 0
     truncated = False
     for number, (source, size) in enumerate(zip(sources, sizes)):
@@ -294,13 +312,14 @@ def search(
                 unranked += 1
                 kept[key] = None
                 continue
-            kept[key] = Row(len(kept), number, point, costs, value)
+            kept[key] = Row.kept(goal.place(costs, value, len(kept)), number, point, costs, value)
     if progress is not None:
         progress(scored, total)
     rows = [row for row in kept.values() if row is not None]
-    front_ids = pareto_front([(row.costs.flops, goal.score(row.value)) for row in rows])
-    ranked = sorted(front_ids if pareto else range(len(rows)), key=lambda i: order_key(goal, rows[i]))
-    shown = [rows[i] for i in (ranked if not top else ranked[:top])]
+    cloud = [(row[3][0] * heads, row[4]) for row in rows]  # (FLOPs, value): costs[0] is its FLOPs
+    front_ids = pareto_front([(flops, goal.score(value)) for flops, value in cloud])
+    listed = [rows[i] for i in front_ids] if pareto else rows
+    shown = [Row.of(row) for row in (heapq.nsmallest(top, listed) if top else sorted(listed))]
     points = grid_points(sources, sizes, shown)
     folder = None if ein_dir is None else Path(ein_dir)
     query = {"D": D, "T": T, "heads": heads, "budget": flop_budget, "cache_budget": byte_budget,
@@ -311,7 +330,7 @@ def search(
     notes = [f"{s.path}: only the first {USER_GRID_LIMIT} option combinations were tried"
              for s, n in zip(sources, sizes) if not s.shipped and s.family.size(space) > USER_GRID_LIMIT]  # fmt: skip
     if unranked:
-        notes.append(f"{unranked:,} within budget not ranked by {objective}: each {goal.requires} only when ranked")
+        notes.append(f"{unranked:,} within budget not ranked: {objective} ranks the candidates that {goal.requires}")
     return SearchResult(
         query,
         tuple(candidate(row, sources[row.source], points[row.source, row.point], space, folder) for row in shown),
@@ -321,8 +340,8 @@ def search(
         unranked,
         time.perf_counter() - started,
         truncated,
-        tuple(sorted((rows[i].costs.flops * heads, rows[i].value) for i in front_ids)),
-        tuple((row.costs.flops * heads, row.value) for row in rows),
+        tuple(sorted(cloud[i] for i in front_ids)),
+        tuple(cloud),
         tuple(notes),
     )
 
@@ -341,12 +360,6 @@ def grid_points(sources: Sequence[Source], sizes: Sequence[int], rows: Sequence[
             if point == last:
                 break
     return found
-
-
-def order_key(goal: Objective, row: Row) -> tuple:
-    """The objective first; then fewer FLOPs, more far rank, more near rank, more covered, found first."""
-    c = row.costs
-    return goal.sort_key(row.value), c.flops, -c.far_rank, -c.near_rank, -c.covered, row.order
 
 
 def grid(source: Source, size: int) -> Iterable[dict]:
