@@ -26,7 +26,7 @@ import sys
 import time
 
 import einsearch
-from einsearch.search import run as loop
+from einsearch.search import sources as loop
 from einsearch.search.families import Space
 
 COLD_TARGET_S = 2.0

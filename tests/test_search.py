@@ -21,9 +21,9 @@ from einsearch import catalog, reference
 from einsearch.analyze.counts import level_counts, pair_costs, params
 from einsearch.analyze.rank import rank_bound
 from einsearch.cli import main
-from einsearch.planner import plan
+from einsearch.planner import Kind, level_kind, plan
 from einsearch.search import FAMILIES, OBJECTIVES, Space, family, objective, pareto_front
-from einsearch.search.run import Shared, Source
+from einsearch.search.sources import Shared, Source
 
 D, T, HEADS = 32, 64, 2  # head dimension 16: every family non-empty
 LEVELS = 3  # MLR allocations over at most 3 levels: some 2,000 members in all, each search well under a second
@@ -312,6 +312,8 @@ def test_registries_refuse_a_taken_name_and_list_the_names():
         objective("rank", "again")(lambda costs, heads: 0)
     with pytest.raises(einsearch.OptionError, match="rank, params, rank-per-flop, local-bias, decode"):
         small(objective="speed")
+    with pytest.raises(ValueError, match="ONE_EINSUM already has .*kinds registered: .*FEATURE_MAPS"):
+        level_kind(Kind.ONE_EINSUM)(lambda net: iter(()))
 
 
 # ---------------------------------------------------------------------------------------------

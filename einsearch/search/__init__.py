@@ -5,6 +5,7 @@ its plan, filtered by budgets, deduplicated and ranked by an objective.
   (``FAMILIES``, ``family`` registers one), and the search's sizes and knobs (``Space``);
 * ``template``: a file resolved once, its levels at any grid point from their symbolic sizes;
 * ``costs``: a level's counts from its plan, a candidate's numbers from its levels';
+* ``sources``: a family's members scored, each distinct level counted once;
 * ``objectives``: what a search ranks by (``OBJECTIVES``, ``objective`` registers one);
 * ``run``: the loop (``search``), its result (``SearchResult``, ``Candidate``) and the front.
 
