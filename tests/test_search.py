@@ -305,6 +305,18 @@ def test_include_a_users_file(tmp_path):
                                                           rank_bound(instance))  # fmt: skip
 
 
+def test_a_registered_family_is_searched():
+    """A family of one's own: a catalog file and a grid (here, the low-rank head at odd ranks)."""
+    family("odd-lowrank", "lowrank.ein", ("r",))(lambda space: ({"r": r} for r in range(1, 8, 2)))
+    try:
+        result = small(families=["odd-lowrank"], top=0)
+    finally:
+        del FAMILIES["odd-lowrank"]
+    assert sorted(c.options["r"] for c in result.candidates) == [1, 3, 5, 7]
+    assert all(c.family == "odd-lowrank" and c.describe.startswith("einsearch describe lowrank ")
+               for c in result.candidates)  # fmt: skip
+
+
 def test_registries_refuse_a_taken_name_and_list_the_names():
     with pytest.raises(ValueError, match="already registered.*lowrank"):
         family("lowrank", "lowrank.ein")(lambda space: iter([{}]))
@@ -321,11 +333,13 @@ def test_registries_refuse_a_taken_name_and_list_the_names():
 
 
 def test_json_csv_text_and_plot(tmp_path):
-    code, out, _ = run("--D", "32", "--T", "64", "--heads", "2", "--budget", "3e6", "--top", "5", "--json")
+    code, out, _ = run("--D", "32", "--T", "64", "--heads", "2", "--budget", "3e6", "--top", "5", "--json",
+                       "--family", "lowrank,mlr,multi")  # fmt: skip
     data = json.loads(out)
     assert code == 0 and set(data) == {"query", "candidates"} and len(data["candidates"]) == 5
     assert set(data["query"]["units"]) <= set(data["candidates"][0])
-    code, out, _ = run("--D", "32", "--T", "64", "--heads", "2", "--budget", "3e6", "--top", "3", "--csv")
+    code, out, _ = run("--D", "32", "--T", "64", "--heads", "2", "--budget", "3e6", "--top", "3", "--csv",
+                       "--family", "mlr")  # fmt: skip
     assert code == 0 and out.splitlines()[0].startswith("structure,family,options,params,flops,rank_bound")
     assert len(out.splitlines()) == 4
     plot = tmp_path / "front.png"
@@ -345,9 +359,9 @@ def test_ein_dir_copies_the_listed_files(tmp_path):
 
 
 def test_impossible_budget_is_empty_and_exit_0():
-    code, out, err = run("--D", "32", "--T", "64", "--budget", "10")
+    code, out, err = run("--D", "32", "--T", "64", "--budget", "10", "--family", "lowrank,swa")
     assert code == 0 and "no candidate fits" in out
-    code, out, err = run("--D", "32", "--T", "64", "--budget", "10", "--json")
+    code, out, err = run("--D", "32", "--T", "64", "--budget", "10", "--json", "--family", "lowrank")
     assert code == 0 and json.loads(out)["candidates"] == [] and "no candidate fits" in err
 
 
