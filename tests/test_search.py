@@ -303,6 +303,11 @@ def test_include_a_users_file(tmp_path):
     instance = catalog.find(str(mine)).resolve(best.options)
     assert (best.params, best.flops, best.rank_bound) == (2 * params(instance), 2 * plan(instance).flops,
                                                           rank_bound(instance))  # fmt: skip
+    wide = tmp_path / "wide.ein"  # 5 options of 5 values each: 3,125 points, the first 2,048 tried
+    wide.write_text("size T = 64\nsize D = 16\n" + "".join(f"size r{n} = 4\n" for n in range(5))
+                    + "index a: r0 * r1 + r2 + r3 + r4\nscore = x[t, i] Q[i, a] K[j, a] x[u, j]\n")  # fmt: skip
+    result = einsearch.search(16, 64, 2, families=[], include=[wide], top=0)
+    assert result.scored == 2048 and result.notes == (f"{wide}: only the first 2048 option combinations were tried",)
 
 
 def test_a_registered_family_is_searched():

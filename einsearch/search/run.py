@@ -24,12 +24,13 @@ from ..errors import EinsearchError, OptionError
 from .costs import Costs, planned
 from .families import FAMILIES, Space, option_text
 from .objectives import find_objective
-from .sources import USER_GRID_LIMIT, Shared, Source, chosen_sources, grid, grid_points
+from .sources import Shared, Source, chosen_sources, grid_points
 
 MAX_WIDTH = 1 << 20  # the widest D searched (its divisors are listed, its splits planned)
 MAX_LENGTH = 1 << 40  # the longest T searched (every count stays exact)
 MAX_MEMBERS = 250_000  # the most members a search enumerates without --limit (some 10 s)
 PROGRESS_EVERY = 512
+FLOPS = Costs._fields.index("flops")  # where a kept row's costs (a plain tuple) hold its FLOPs
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,7 @@ def search(
     if space.head_dim % space.unit:
         raise OptionError("rank-unit", f"must divide the head dimension D / heads = {space.head_dim}, got {rank_unit}")
     sources = chosen_sources(families, include, space, catalog, Shared(T))
-    sizes = [min(source.family.size(space), USER_GRID_LIMIT) if not source.shipped else source.family.size(space)
-             for source in sources]  # fmt: skip
+    sizes = [source.family.size(space) for source in sources]
     total = sum(sizes) if not limit else min(sum(sizes), limit)
     if total > MAX_MEMBERS:
         counts = ", ".join(f"{s.family.name} {n:,}" for s, n in zip(sources, sizes) if n)
@@ -164,8 +164,8 @@ def search(
     kept: dict[tuple, tuple | None] = {}  # one row per family of matrices at the same costs: the first found
     scored = within = unranked = 0
     truncated = False
-    for number, (source, size) in enumerate(zip(sources, sizes)):
-        for point, values in enumerate(grid(source, size)):
+    for number, source in enumerate(sources):
+        for point, values in enumerate(source.family.grid(space)):
             if limit and scored >= limit:
                 truncated = True
                 break
@@ -193,19 +193,18 @@ def search(
     if progress is not None:
         progress(scored, total)
     rows = [row for row in kept.values() if row is not None]
-    cloud = [(row[3][0] * heads, row[4]) for row in rows]  # (FLOPs, value): costs[0] is its FLOPs
+    cloud = [(costs[FLOPS] * heads, value) for _, _, _, costs, value in rows]
     front_ids = pareto_front([(flops, goal.score(value)) for flops, value in cloud])
     listed = [rows[i] for i in front_ids] if pareto else rows
     shown = [Row.of(row) for row in (heapq.nsmallest(top, listed) if top else sorted(listed))]
-    points = grid_points(sources, sizes, [(row.source, row.point) for row in shown])
+    points = grid_points(sources, [(row.source, row.point) for row in shown])
     folder = None if ein_dir is None else Path(ein_dir)
     query = {"D": D, "T": T, "heads": heads, "budget": flop_budget, "cache_budget": byte_budget,
              "objective": objective, "objective_label": goal.label, "maximize": goal.maximize, "column": goal.column,
              "families": [s.family.name for s in sources], "top": top, "pareto": pareto, "limit": limit,
              "max_levels": max_levels, "multi_levels": multi_levels, "rank_unit": space.unit,
              "einsum_grid": einsum_grid}  # fmt: skip
-    notes = [f"{s.path}: only the first {USER_GRID_LIMIT} option combinations were tried"
-             for s, n in zip(sources, sizes) if not s.shipped and s.family.size(space) > USER_GRID_LIMIT]  # fmt: skip
+    notes = [source.note for source in sources if source.note]
     if unranked:
         notes.append(f"{unranked:,} within budget not ranked: {objective} ranks the candidates that {goal.requires}")
     return SearchResult(
@@ -239,7 +238,7 @@ def candidate(row: Row, source: Source, values: dict, space: Space, folder: Path
         taxonomy = vars(taxonomy_of(space.D, costs.params, costs.per_token // 2, rank))
     return Candidate(
         structure=source.path.stem,
-        family=source.family.name if source.shipped or folder is not None else source.path.stem,
+        family=source.family.name,
         options=options,
         summary=source.family.summarize(options),
         value=row.value,

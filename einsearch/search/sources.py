@@ -60,10 +60,12 @@ class Shared:
 
 
 class Source:
-    """A family and the file it is searched over, at one search's sizes."""
+    """A family and the file it is searched over, at one search's sizes (``shipped``: the file is
+    the installed catalog's, which describe finds by name; ``note``: what the report should say)."""
 
-    def __init__(self, family: Family, path: Path, shipped: bool, space: Space, shared: Shared) -> None:
-        self.family, self.path, self.shipped = family, path, shipped
+    def __init__(self, family: Family, path: Path, shipped: bool, space: Space, shared: Shared,
+                 note: str | None = None) -> None:  # fmt: skip
+        self.family, self.path, self.shipped, self.note = family, path, shipped, note
         self.space, self.shared = space, shared
         self.structure: Structure = load(path) if not shipped else catalogue.find(path.stem)
         self.template: Template | None = None  # resolved at the first point that resolves
@@ -110,7 +112,9 @@ class Source:
     def rank_bound(self, values: dict) -> int:
         """describe's rank bound of a member (``costs.rank_bound``; from the whole instance when
         its levels share a factor)."""
-        if not self.resolved(values) or self.template.shares_factors:
+        if not self.resolved(values):
+            raise ValueError(f"{self.path} does not resolve at {values}")
+        if self.template.shares_factors:
             return analyze_rank_bound(self.template.instance(values))
         env, keys = self.template.keys(values)
         levels = self._levels(env, keys, [self.levels.get(key) for key in keys])
@@ -141,29 +145,18 @@ class Source:
         return {"T": self.space.T, "D": self.space.D, **values}
 
 
-def grid_points(sources: Sequence[Source], sizes: Sequence[int], places: Iterable[tuple[int, int]]
-                ) -> dict[tuple[int, int], dict]:  # fmt: skip
+def grid_points(sources: Sequence[Source], places: Iterable[tuple[int, int]]) -> dict[tuple[int, int], dict]:
     """The options at each (source, point) of ``places``, found again in its family's grid."""
     wanted: dict[int, set[int]] = {}
     for source, point in places:
         wanted.setdefault(source, set()).add(point)
     found = {}
     for number, points in wanted.items():
-        last = max(points)
-        for point, values in enumerate(grid(sources[number], sizes[number])):
+        source = sources[number]
+        for point, values in enumerate(itertools.islice(source.family.grid(source.space), max(points) + 1)):
             if point in points:
                 found[number, point] = values
-            if point == last:
-                break
     return found
-
-
-def grid(source: Source, size: int) -> Iterable[dict]:
-    """The family's grid (a user's file: its first ``USER_GRID_LIMIT`` points)."""
-    points = source.family.grid(source.space)
-    if source.shipped:
-        return points
-    return (values for _, values in zip(range(size), points))
 
 
 def chosen_sources(names: Iterable[str] | None, include: Sequence[str | Path], space: Space,
@@ -178,13 +171,19 @@ def chosen_sources(names: Iterable[str] | None, include: Sequence[str | Path], s
     root = catalogue.catalog_dir() if folder is None else Path(folder)
     if not root.is_dir():
         raise OptionError("catalog", f"{root} is not a directory")
-    shipped = [Source(f, root / f.file, folder is None, space, shared) for f in FAMILIES.values() if f.name in wanted]
-    return shipped + [Source(user_family(Path(path), space), Path(path), False, space, shared) for path in include]
+    chosen = [Source(f, root / f.file, folder is None, space, shared) for f in FAMILIES.values() if f.name in wanted]
+    for path in map(Path, include):
+        family, size = user_family(path, space)
+        note = f"{path}: only the first {USER_GRID_LIMIT} option combinations were tried" if size > family.size(
+            space) else None  # fmt: skip
+        chosen.append(Source(family, path, False, space, shared, note))
+    return chosen
 
 
-def user_family(path: Path, space: Space) -> Family:
+def user_family(path: Path, space: Space) -> tuple[Family, int]:
     """A user's .ein file over a small grid around each declared option: every choice; whole numbers
-    at their default x 1/4, 1/2, 1, 2, 4; lists at their default."""
+    at their default x 1/4, 1/2, 1, 2, 4; lists at their default (its first ``USER_GRID_LIMIT``
+    points), and the grid's full size."""
     structure = load(path)
     base = structure.resolve({"T": space.T, "D": space.D})
     axes = []
@@ -201,5 +200,6 @@ def user_family(path: Path, space: Space) -> Family:
             grid = sorted({v for v in (value // 4, value // 2, value, value * 2, value * 4) if v >= low} | {value})
             axes.append([(decl.name, v) for v in grid])
     names = tuple(name for name, _ in (axis[0] for axis in axes))
-    return Family(str(path), str(path), names, lambda space: (dict(point) for point in itertools.product(*axes)),
-                  count=lambda space: math.prod(len(axis) for axis in axes))  # fmt: skip
+    size = math.prod(len(axis) for axis in axes)
+    points = lambda space: (dict(p) for p in itertools.islice(itertools.product(*axes), USER_GRID_LIMIT))  # noqa: E731
+    return Family(path.stem, str(path), names, points, count=lambda space: min(size, USER_GRID_LIMIT)), size
