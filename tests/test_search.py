@@ -92,6 +92,55 @@ def test_levels_of_a_grid_point_are_those_resolve_gives():
             assert built == resolved and [hash(b) for b in built] == [hash(r) for r in resolved], (name, values)
 
 
+TRICKY = """
+size T = 64
+size D = 16
+param levels = 3
+param ranks[levels] = [4, 2, 2]
+param lag = 1
+size w = 2
+let half = D / 2
+require lag >= 0
+for l in 1..levels:
+    let g = 2^(l - 1)
+    require g <= T
+    index b: g, r: ranks[l], s: ranks[1] + l
+    score += x[(b t), i] Q[i, r] K[j, r] x[(b u), j]  scale 1/r
+    score += x[t, (c k)] L[c, k, s] R[c, m, s] x[u, (c m)]  where lag <= t - u <= lag + w * l  scale 1/(s * l)
+index c: 2
+"""
+
+
+def test_template_levels_equal_resolve_on_a_tricky_file(tmp_path):
+    """Loops of two score lines, a loop's lets and requirements, list entries at the loop variable,
+    at a number and at an expression, derived symbols, bands and scales from options: at every point
+    the template builds the levels ``resolve`` builds, and refuses the points ``resolve`` refuses."""
+    from einsearch.search.template import Invalid, Template
+
+    (tmp_path / "tricky.ein").write_text(TRICKY)
+    structure = catalog.find(str(tmp_path / "tricky.ein"))
+    options = ("levels", "ranks", "lag", "w")
+    template = Template(structure, {"T": 64, "D": 16}, options)
+    checked = refused = 0
+    for levels in (1, 2, 3, 6, 8):  # 8: a level of 128 blocks fails the loop's requirement
+        for ranks in ([4] * levels, [1 + n % 3 for n in range(levels)], [2] * (levels + 1)):
+            for lag, w in ((0, 1), (1, 2), (-1, 3), (70, 1), (2, 40)):
+                values = {"levels": levels, "ranks": ranks, "lag": lag, "w": w}
+                try:
+                    expected = structure.resolve({"T": 64, "D": 16, **values}).levels
+                except einsearch.EinsearchError:
+                    expected = None
+                found = template.keys(values)
+                try:
+                    built = None if found is None else tuple(template.build(found[0], key) for key in found[1])
+                except Invalid:
+                    built = None
+                assert built == expected, values
+                checked += expected is not None
+                refused += expected is None
+    assert checked > 20 and refused > 20
+
+
 def test_sampled_candidates_equal_the_whole_analysis(everything):
     """A sample of every family: the listed numbers equal the analysis of the instance its describe
     command names, and the decode FLOPs and cache bytes counted by hand from the plan."""

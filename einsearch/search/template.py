@@ -2,10 +2,11 @@
 
 ``Template`` resolves a file once, at the search's T and D and one grid point (every check of the
 language runs there), and keeps each score line's level with its sizes, band and scale as
-expressions of the file's symbols (``Level.symbolic``). At a grid point it evaluates those expressions at the point's
-option values, with what resolution checks that depends on them (sizes are positive whole numbers
-that fill x's axes, the requirements hold, a list has its declared length), so ``build`` gives the
-very level ``Structure.resolve`` gives (a test compares them).
+expressions of the file's symbols (``Level.symbolic``). At a grid point it evaluates those
+expressions at the point's option values, with what resolution checks that depends on them
+(sizes are positive whole numbers that fill x's axes, the requirements hold, a list has its
+declared length), so ``build`` gives the very level ``Structure.resolve`` gives (a test compares
+them).
 
 Each level of a point is named by a key: the score line, its number, the loop value and the values
 of what its expressions read that the grid changes (``ranks[l]`` of an MLR level, not the whole
