@@ -1,7 +1,8 @@
 """Text, JSON and CSV renderings of what the commands compute; no click here, no computing either.
 
-A low layer: it imports nothing that computes (the planner, the analysis and the search only for
-type checking), so the objects those build can render themselves through it.
+A low layer (docs/design.md §10): at run time it imports only ``network`` (a constant) and
+``structure``, the planner, the analysis and the search only for type checking, so the objects
+those build can render themselves through it.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class LevelCost(NamedTuple):
     whole: int  # FLOPs of the level as one einsum (a group may not exceed its members' sum)
 
 
-SUMMED = 9  # the first fields of a LevelCost add up over a candidate's levels
+SUMMED = 9  # the first nine fields add up over a candidate's levels; ``combine`` reads slots, then rank, next
 
 
 class Costs(NamedTuple):
