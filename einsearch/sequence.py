@@ -160,6 +160,18 @@ class SequencePattern:
         before = self.count_before(T, np.asarray(t_edges)[:, None], np.asarray(u_edges)[None, :])
         return before[1:, 1:] - before[:-1, 1:] - before[1:, :-1] + before[:-1, :-1]
 
+    @staticmethod
+    def band_problem(lo: int, hi: int, T: int) -> str | None:
+        """Why the band ``lo <= t - u <= hi`` cannot be a level's in a T-token sequence (it keeps
+        no pair, or no causal one), or None when it can."""
+        if lo > hi:
+            return f"empty band: {lo} <= t - u <= {hi}"
+        if not SequencePattern(1, (lo, hi)).causal_count(T):
+            why = ("every key it reaches comes after its query (u > t), and a causal model scores none"
+                   if hi < 0 else f"t - u is at most T - 1 = {T - 1}")  # fmt: skip
+            return f"the band {lo} <= t - u <= {hi} scores no pair: {why}"
+        return None
+
     def causal_count(self, T: int) -> int:
         """Pairs scored with u <= t: what a causal model keeps of the pattern."""
         lo, hi = self.band if self.band is not None else (0, T)

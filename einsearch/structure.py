@@ -754,13 +754,9 @@ class Resolver:
                 raise DSLError(f"band bounds must be whole numbers, got {value}", band.pos)
             bounds.append(value)
         lo, hi = bounds
-        if lo > hi:
-            raise DSLError(f"empty band: {lo} <= t - u <= {hi}", band.pos)
-        T = int(env["T"])
-        if not SequencePattern(1, (lo, hi)).causal_count(T):
-            why = ("every key it reaches comes after its query (u > t), and a causal model scores none"
-                   if hi < 0 else f"t - u is at most T - 1 = {T - 1}")  # fmt: skip
-            raise DSLError(f"the band {lo} <= t - u <= {hi} scores no pair: {why}", band.pos)
+        problem = SequencePattern.band_problem(lo, hi, int(env["T"]))
+        if problem:
+            raise DSLError(problem, band.pos)
         return lo, hi
 
 

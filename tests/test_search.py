@@ -451,8 +451,8 @@ def test_output_places_are_checked_before_the_work(tmp_path):
     a_file.write_text("")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    cases = [(["--ein-dir", str(a_file)], "is not a directory"), (["--ein-dir", str(tmp_path / "no" / "dir")],
-             "is not a directory"), (["--plot", str(tmp_path / "no" / "f.png")], "is not a directory")]  # fmt: skip
+    cases = [(["--ein-dir", str(a_file)], "is not a directory"), (["--ein-dir", str(a_file / "dir")],
+             "is not a directory"), (["--plot", str(tmp_path / "no" / "f.png")], "does not exist")]  # fmt: skip
     if not os.access(locked, os.W_OK):  # (root writes anywhere)
         cases += [(["--ein-dir", str(locked / "found")], "is not writable"),
                   (["--plot", str(locked / "f.png")], "is not writable")]  # fmt: skip

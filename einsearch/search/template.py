@@ -24,6 +24,7 @@ from itertools import chain, repeat
 from ..dsl import Loop, SymbolDecl
 from ..errors import DSLError, EinsearchError
 from ..expr import Expr, Item, Name, Num, evaluate, names_in, walk
+from ..sequence import SequencePattern
 from ..structure import MAX_LEVELS, Instance, Level, Operand, Structure, is_whole, symbol_order
 
 Reader = Callable[[dict, Sequence], list]  # the values a leaf reads at each of a loop's values
@@ -157,7 +158,9 @@ class Template:
             scale = 1 if symbolic.scale is None else evaluate(symbolic.scale, {**local, **sizes})
         except DSLError:
             raise Invalid from None
-        if band is not None and not (is_whole(band[0]) and is_whole(band[1]) and band[0] <= band[1]):
+        if band is not None and not (is_whole(band[0]) and is_whole(band[1])):
+            raise Invalid
+        if band is not None and SequencePattern.band_problem(*band, env["T"]):
             raise Invalid
         if isinstance(scale, bool) or not isinstance(scale, (int, Fraction, float)) or abs(scale) > 1e300:
             raise Invalid
