@@ -28,7 +28,7 @@ from .structure import Instance, Level, Operand, Structure
 if TYPE_CHECKING:
     from .analyze import Description
     from .planner import Balanced, Plan
-    from .space import SearchResult
+    from .search import SearchResult
 
 __all__ = [
     "FLOPS",
@@ -111,9 +111,10 @@ def search(D: int, T: int, heads: int = 1, **options: Any) -> SearchResult:
     ``cache_budget`` (KV-cache bytes per token), ``objective`` (``rank``, ``params``,
     ``rank-per-flop``, ``local-bias``, ``decode``), ``families``, ``include`` (.ein paths), ``top``,
     ``pareto``, ``limit``, ``max_levels``, ``multi_levels``, ``rank_unit``, ``einsum_grid``,
-    ``ein_dir``, ``progress`` (a callable of done and total). See ``einsearch.space``.
+    ``ein_dir``, ``catalog`` (a folder of the families' files), ``progress`` (a callable of done
+    and total). See ``einsearch.search``.
     """
-    from .space import search as run
+    from .search import search as run
 
     return run(D, T, heads, **options)
 

@@ -30,8 +30,18 @@ def names() -> list[str]:
     return sorted(p.stem for p in catalog_dir().glob(f"*{SUFFIX}"))
 
 
+def search_dir() -> Path:
+    """``catalog/search``: the general families ``einsearch search`` enumerates (``multi``,
+    ``einsum``, ...), found by name like the catalog's own structures."""
+    return catalog_dir() / "search"
+
+
+def search_names() -> list[str]:
+    return sorted(p.stem for p in search_dir().glob(f"*{SUFFIX}"))
+
+
 def find(name_or_path: str) -> Structure:
-    """Loads a catalog structure by name, or any ``.ein`` file by path.
+    """Loads a catalog structure (or search family) by name, or any ``.ein`` file by path.
 
     A name with the ``.ein`` suffix or a path separator, or that exists, is a path; anything
     else a catalog name. NotFoundError when it leads to no structure file (naming the catalog
@@ -50,6 +60,8 @@ def find(name_or_path: str) -> Structure:
                                     f"{path.stem})") from None  # fmt: skip
             raise
     candidate = catalog_dir() / f"{name_or_path}{SUFFIX}"
+    if not candidate.is_file():
+        candidate = search_dir() / f"{name_or_path}{SUFFIX}"
     if not candidate.is_file():
         lowered = name_or_path.lower()
         close = [n for n in names() if n == lowered] or get_close_matches(lowered, names(), 3)

@@ -347,10 +347,17 @@ def bench_command(ctx: click.Context, structure: str, heads: int, batch: int, le
     emit(report.to_dict(), as_json, report.text)
 
 
-def write_atomically(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` whole or not at all (``outputs.FileTarget``); an existing file only
-    with ``force``."""
-    outputs.file_target(path, force=force).write(text)
+def _families_help() -> str:
+    from .search import FAMILIES
+
+    return ("Search only these families (default: all): " + ", ".join(FAMILIES) + "; or the stem of a file "
+            "given with --include.")  # fmt: skip
+
+
+def _objectives_help() -> str:
+    from .search import OBJECTIVES
+
+    return "; ".join(f"{o.name}: {o.label}" for o in OBJECTIVES.values()) + "."
 
 
 @main.command("search", context_settings={"help_option_names": ["-h", "--help"]})
@@ -360,40 +367,40 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
 @click.option("--budget", metavar="FLOPS", help="Most FLOPs of all heads' scores of one sequence (describe's score x "
               "heads): 2e9, 2G, 1.5T.")  # fmt: skip
 @click.option("--cache-budget", metavar="BYTES", help="Most KV-cache bytes per token (float32, all heads): 64k, 1M.")
-@click.option("--objective", default="rank", show_default=True, help="rank | params | rank-per-flop | local-bias | "
-              "decode (rank: the cut bound; decode: fewest FLOPs per decoded token).")  # fmt: skip
-@click.option("--family", "families", metavar="A,B,...", help="Search only these families (default: all): dense, "
-              "lowrank, monarch, btt, kronecker, tt, swa, global-swa, mlr, bilinear-mlr, multi, einsum.")  # fmt: skip
+@click.option("--objective", default="rank", show_default=True, metavar="NAME", help=_objectives_help())
+@click.option("--family", "families", metavar="A,B,...", help=_families_help())
 @click.option("--include", multiple=True, metavar="FILE", help="Also search a .ein file over its options (repeatable).")
 @click.option("--top", default="20", show_default=True, metavar="N", help="Candidates listed (0: all).")
 @click.option("--pareto", is_flag=True, help="Only candidates no other beats on both FLOPs and the objective.")
 @click.option("--limit", metavar="N", help="Score at most N candidates (stop early).")
 @click.option("--max-levels", default="8", show_default=True, metavar="N", help="Most levels of mlr and bilinear-mlr.")
 @click.option("--multi-levels", default="2", show_default=True, metavar="N",
-              help="Most levels of the general multi-level members.")  # fmt: skip
+              help="Most levels of the multi and multi-band members.")  # fmt: skip
 @click.option("--rank-unit", metavar="N", help="Step of the MLR rank allocations (default: head dim / 16).")
 @click.option("--einsum-grid", default="2", show_default=True, metavar="N",
               help="Two-core einsums: exponents in steps of 1/N.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {query, candidates}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one candidate a row.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the Pareto front as a PNG.")
-@click.option("--ein-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the .ein file of each listed candidate that has no catalog file here.")  # fmt: skip
+@click.option("--ein-dir", type=click.Path(path_type=Path),
+              help="Copy the .ein file of each listed candidate here; its commands then name the copy.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite the --plot file and --ein-dir files.")
 def search_command(D, T, heads, budget, cache_budget, objective, families, include, top, pareto, limit, max_levels,
                    multi_levels, rank_unit, einsum_grid, as_json, as_csv, plot, ein_dir, force) -> None:  # fmt: skip
-    """Enumerate the family's structures for width D, sequence T and H heads, keep those within the
+    """Enumerate the families' structures for width D, sequence T and H heads, keep those within the
     budget, and rank them by the objective, each with the commands that describe and generate it.
 
     Every number is describe's, from the same plan: params, FLOPs (2 per multiply-add) and decode
-    FLOPs for all heads, rank as the cut bound of one head, near = share of pair FLOPs within
-    distance T/8, cache = float32 bytes per cached token.
+    FLOPs for all heads; far and near: the rank of the D x D form x_t^T (sum of the levels' M) x_u
+    that scores every pair at distance >= T/8, and a pair at distance 0; rank: describe's rank
+    bound; pairs: share of the causal pairs scored; local: share of pair FLOPs within T/8; cache:
+    float32 bytes per cached token.
 
     \b
     Examples:
-      einsearch search --D 512 --T 1024 --heads 8 --budget 2e9
-      einsearch search --D 1024 --T 8192 --heads 16 --budget 20G --objective local-bias --top 10
-      einsearch search --D 512 --T 1024 --heads 8 --budget 2e9 --pareto --plot front.png
+      einsearch search --D 512 --T 1024 --heads 8 --budget 12G --top 10
+      einsearch search --D 512 --T 1024 --heads 8 --budget 2.2G --objective local-bias --top 10
+      einsearch search --D 512 --T 1024 --heads 8 --budget 2.2G --objective params --pareto --plot front.png
       einsearch search --D 512 --T 1024 --heads 8 --family btt,mlr --cache-budget 16k --json
       einsearch search --D 256 --T 1024 --include mine.ein --family mine --csv
     """
@@ -417,12 +424,8 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
             fail(f"--{name}: expected a whole number, got {text!r}")
     if as_json and as_csv:
         fail("--json and --csv print different formats: give one")
-    if plot is not None:
-        check_plot_target(plot, force)
-    if ein_dir is not None and ein_dir.exists() and not ein_dir.is_dir():
-        fail(f"--ein-dir: {ein_dir} is not a directory")
-    if ein_dir is not None and not ein_dir.parent.is_dir():
-        fail(f"--ein-dir: {ein_dir.parent} is not a directory")
+    figure = None if plot is None else check_plot_target(plot, force)
+    folder = None if ein_dir is None else outputs.directory_target(ein_dir, option="--ein-dir")
     bar, start = None, time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -445,24 +448,31 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    files = {Path(c.file): c.ein for c in result.candidates if c.ein is not None} if ein_dir is not None else {}
-    for path, text in files.items():
-        if path.exists() and not force and path.read_text() != text:
-            fail(f"{path} exists with other content; pass --force to overwrite it")
-    if files:
-        ein_dir.mkdir(exist_ok=True)
-        for path, text in files.items():
-            path.write_text(text)
-    if plot is not None:
-        from .space import plot_front
+    if folder is not None:
+        copy_files({Path(c.file).name: Path(c.source) for c in result.candidates}, folder, force)
+    if figure is not None:
+        from .plot import front_png
+        from .search.run import catalog_points
 
-        plot_front(result, plot)
+        figure.write(front_png(result, catalog_points(result)))
     if not result.candidates and (as_json or as_csv):
         click.echo("einsearch: no candidate fits the budget (raise --budget or --cache-budget)", err=True)
     if as_csv:
-        click.echo(result.csv(), nl=False)
+        outputs.echo(result.csv(), nl=False)
     else:
         emit(result.to_dict(), as_json, result.text)
+
+
+def copy_files(files: dict[str, Path], folder: outputs.DirectoryTarget, force: bool) -> None:
+    """Copy each source file into ``folder`` under its name; a target that exists with other
+    content is refused unless ``force``, before any is written."""
+    texts = {name: source.read_text() for name, source in files.items()}
+    for name, text in texts.items():
+        target = folder.path / name
+        if target.exists() and not force and target.read_text() != text:
+            fail(f"{target} exists with other content; pass --force to overwrite it")
+    for name, text in texts.items():
+        folder.file(name, force=True).write(text)
 
 
 @main.group(context_settings={"help_option_names": ["-h", "--help"]})

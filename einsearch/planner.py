@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import lru_cache
+from typing import Any
 
+from .canonical import FACTOR, INDEX, BoundedCache, Canonical, canonical
 from .network import best_path, contraction_flops, splits
 from .runtime.tiling import Call, Pattern, call_pairs, partition
 from .structure import FrozenMap, Instance, Level
 
 ITEMSIZE = 4  # bytes of a float32, the dtype the costs of bytes assume
+CACHE_SIZE = 4096  # entries of the planner's cache: level plans, and what the analysis derives from them
 
 
 class Kind(Enum):
@@ -344,12 +347,40 @@ def by_split(lp: LevelPlan, split) -> Schedule:
     return next(s for s in feature_maps(lp) if s.split == split)
 
 
-@lru_cache(maxsize=4096)
-def plan_level(level: Level, T: int, batch: int, cost: Balanced = DEFAULT_COST) -> LevelPlan:
+# ---------------------------------------------------------------------------------------------
+# The cache: one bounded memo keyed by a level's name-free form (canonical.py)
+
+CACHE = BoundedCache(CACHE_SIZE)
+
+
+def memo(key: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` while it stays in the planner's cache (a key names what is
+    kept, e.g. ``("plan", canonical key, T, batch, cost)``)."""
+    return CACHE.get(key, compute)
+
+
+def plan_level(level: Level, T: int, batch: int = 1, cost: Balanced = DEFAULT_COST) -> LevelPlan:
     """Every one-level candidate, costed and sorted; the choice is the first within opt_einsum's FLOPs.
 
-    Cached by value: equal levels (the same einsum, sizes and band) are planned once.
+    Levels equal up to the names of their factors and indices (``canonical.canonical``) are
+    planned once, in standard names, and the plan is handed back in the level's own names.
     """
+    form = canonical(level)
+    found = canonical_plan(form, T, batch, cost)
+    return found if form.level == level else Renamer(form, level).level_plan(found, level)
+
+
+def canonical_plan(form: Canonical, T: int, batch: int = 1, cost: Balanced = DEFAULT_COST, keep: bool = True
+                   ) -> LevelPlan:  # fmt: skip
+    """The plan of ``form.level`` (standard names), from the cache; ``keep=False`` for a caller that
+    keeps only what it reads off the plan (a plan is thousands of small objects, the rest little)."""
+    key = ("plan", form.key, T, batch, cost)
+    if not keep and key not in CACHE:
+        return _plan_level(form.level, T, batch, cost)
+    return memo(key, lambda: _plan_level(form.level, T, batch, cost))
+
+
+def _plan_level(level: Level, T: int, batch: int, cost: Balanced) -> LevelPlan:
     net = LevelNetwork(level, T, batch)
     candidates = ranked((s for kind in LEVEL_KINDS.values() for s in kind(net)), cost)
     whole = next(c for c in candidates if c.kind is Kind.ONE_EINSUM)
@@ -366,6 +397,10 @@ LEVEL_KINDS: dict[Kind, Callable[[LevelNetwork], Iterable[Schedule]]] = {}
 def _registrar(table: dict, what: str):
     def kind(key: Kind):
         def register(func):
+            if key in table:
+                taken = ", ".join(k.name for k in table)
+                raise ValueError(f"{key.name} already has a function that yields {what} ({table[key].__name__}); "
+                                 f"kinds registered: {taken}")  # fmt: skip
             table[key] = func
             return func
 
@@ -639,3 +674,67 @@ def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batc
     return Schedule(Kind.PARTITION, f"{len(tiling.calls)} batched attention calls over the levels' maps", numbers,
                     tuple(steps), Layout.TILED, FrozenMap(sizes), tuple(scores), (1.0,) * len(scores),
                     tiling=tiling, interfaces=interfaces)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# A cached plan in a level's own names
+
+_STANDARD = re.compile(r"^(" + INDEX.format(r"\d+") + r")('*)$")
+_FACTOR_WORD = re.compile(FACTOR.format(r"\d+"))
+
+
+class Renamer:
+    """Puts a plan made in standard names (``canonical``) into a level's own: its indices and
+    factors back, its number, and each name the planner made (``n``, ``q1``, ``s``, a block
+    index's copy ``g'``) kept unless the level already uses it, else primed until free."""
+
+    def __init__(self, form: Canonical, level: Level) -> None:
+        self.number = level.number
+        self.indices = dict(form.indices)
+        self.tensors = {"x": "x", **form.factors}
+        self.taken_indices = set(level.sizes)
+        self.taken_tensors = {op.name for op in level.operands}
+
+    def index(self, name: str) -> str:
+        found = self.indices.get(name)
+        if found is None:
+            standard = _STANDARD.match(name)  # a copy of a level index, e.g. _3'
+            stem = self.indices[standard.group(1)] + standard.group(2) if standard else name
+            found = self.indices[name] = fresh(stem, self.taken_indices)
+            self.taken_indices.add(found)
+        return found
+
+    def tensor(self, tensor: Tensor) -> Tensor:
+        name = self.tensors.get(tensor.name)
+        if name is None:
+            name = self.tensors[tensor.name] = fresh(tensor.name, self.taken_tensors)
+            self.taken_tensors.add(name)
+        return Tensor(name, tuple(self.index(i) for i in tensor.indices))
+
+    def step(self, step: Step) -> Step:
+        inputs = tuple(self.tensor(t) for t in step.inputs)
+        return dataclasses.replace(step, inputs=inputs, output=self.tensor(step.output), level=self.number)
+
+    def schedule(self, schedule: Schedule) -> Schedule:
+        steps = tuple(self.step(s) for s in schedule.steps)  # first: the names in the order they are made
+        return dataclasses.replace(
+            schedule,
+            name=_FACTOR_WORD.sub(lambda m: self.tensors[m.group()], schedule.name),
+            levels=(self.number,),
+            steps=steps,
+            sizes=FrozenMap({self.index(i): size for i, size in schedule.sizes.items()}),
+            scores=tuple(self.tensor(t) for t in schedule.scores),
+            sequence=tuple(tuple(self.index(i) for i in side) for side in schedule.sequence),
+            renamed=tuple((self.index(a), self.index(b)) for a, b in schedule.renamed),
+            interfaces=tuple((self.number, tuple(self.index(i) for i in ids)) for _, ids in schedule.interfaces),
+        )
+
+    def level_plan(self, lp: LevelPlan, level: Level) -> LevelPlan:
+        renamed = {id(s): self.schedule(s) for s in lp.candidates}
+        return LevelPlan(
+            level,
+            renamed[id(lp.chosen)],
+            tuple(renamed[id(s)] for s in lp.candidates),
+            renamed.get(id(lp.opt_einsum)) or self.schedule(lp.opt_einsum),
+            lp.naive_flops,
+        )

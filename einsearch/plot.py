@@ -1,47 +1,19 @@
-"""The compute-pattern figure of ``describe --plot`` (matplotlib, an optional extra), as PNG bytes
-for ``outputs.FileTarget.write``."""
+"""The figures einsearch draws, as PNG bytes for ``outputs.FileTarget.write`` (matplotlib, an
+optional extra): ``describe --plot`` (the compute pattern), ``search --plot`` (the Pareto front),
+and the experiments' results."""
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .analyze.pattern import Profile
 from .structure import Instance
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def pattern_png(instance: Instance, profile: Profile, grid: np.ndarray) -> bytes:
-    """Two panels: c(t, u) over the T x T plane, and its mean by distance |t - u|."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    T = instance.T
-    image = left.imshow(grid, extent=(0, T, T, 0), cmap="viridis")
-    left.set(title="FLOPs on pair (t, u)", xlabel="key u", ylabel="query t")
-    fig.colorbar(image, ax=left)
-    right.plot(profile.distance, profile.flops)
-    right.set(title="mean FLOPs by distance", xlabel="|t - u|", ylabel="FLOPs per pair", xscale="symlog")
-    fig.suptitle(f"{instance.name}: compute pattern (2 FLOPs per multiply-add)")
-    fig.tight_layout()
-    return figure_png(fig)
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (laid out, then closed)."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-# --- experiments: figures of `einsearch experiment icr` and `lm` results (their to_dict payloads) ---
+    from .analyze.pattern import Profile
+    from .search import SearchResult
 
 
 def pyplot():
@@ -52,6 +24,62 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (laid out, then closed)."""
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=120)
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def pattern_png(instance: Instance, profile: Profile, grid: np.ndarray) -> bytes:
+    """Two panels: c(t, u) over the T x T plane, and its mean by distance |t - u|."""
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4.2))
+    T = instance.T
+    image = left.imshow(grid, extent=(0, T, T, 0), cmap="viridis")
+    left.set(title="FLOPs on pair (t, u)", xlabel="key u", ylabel="query t")
+    fig.colorbar(image, ax=left)
+    right.plot(profile.distance, profile.flops)
+    right.set(title="mean FLOPs by distance", xlabel="|t - u|", ylabel="FLOPs per pair", xscale="symlog")
+    fig.suptitle(f"{instance.name}: compute pattern (2 FLOPs per multiply-add)")
+    return figure_png(fig)
+
+
+def front_png(result: SearchResult, catalog: list[tuple[str, int, float]]) -> bytes:
+    """FLOPs against the objective: every candidate ranked in grey, the Pareto front in red, and
+    ``catalog`` (name, FLOPs, value: the catalog at its default options) as labelled stars."""
+    q = result.query
+    fig, ax = pyplot().subplots(figsize=(8, 5.2))
+    if result.cloud:
+        xs, ys = zip(*result.cloud)
+        ax.scatter(xs, ys, s=4, c="0.75", label=f"ranked within budget ({len(xs):,})", rasterized=True)
+    if result.front:
+        ax.step(*zip(*result.front), where="post", color="tab:red", lw=1.2)
+        ax.scatter(*zip(*result.front), s=14, color="tab:red", label=f"Pareto front ({len(result.front)})", zorder=3)
+    marks: dict[tuple[int, float], list[str]] = {}
+    for name, flops, value in catalog:
+        marks.setdefault((flops, value), []).append(name)
+    for n, ((flops, value), names) in enumerate(sorted(marks.items())):
+        ax.scatter([flops], [value], marker="*", s=90, color="black", zorder=4)
+        ax.annotate(", ".join(names), (flops, value), textcoords="offset points", xytext=(4, 4 + 9 * (n % 3)),
+                    fontsize=8)  # fmt: skip
+    if q["budget"] is not None:
+        ax.axvline(q["budget"], color="tab:blue", ls="--", lw=1, label="budget")
+    ax.set_xscale("log")
+    if q["objective"] != "local-bias" and all(v > 0 for _, v in result.cloud):
+        ax.set_yscale("log")
+    direction = "higher" if q["maximize"] else "lower"
+    ax.set(xlabel="FLOPs of all heads' scores, one sequence (2 per multiply-add)",
+           ylabel=f"{q['objective_label']} ({direction} is better)",
+           title=f"einsearch search: D={q['D']} T={q['T']} heads={q['heads']} (stars: catalog defaults)")  # fmt: skip
+    ax.legend(loc="best", fontsize=8)
+    return figure_png(fig)
+
+
+# --- experiments: figures of `einsearch experiment icr` and `lm` results (their to_dict payloads) ---
 
 
 def icr_errors_png(panels: dict[str, list[tuple[str, dict]]]) -> bytes:

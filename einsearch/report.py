@@ -1,4 +1,9 @@
-"""Text and JSON renderings of what the commands compute; no click here, no computing either."""
+"""Text, JSON and CSV renderings of what the commands compute; no click here, no computing either.
+
+A low layer (docs/design.md §10): at run time it imports only ``network`` (a constant) and
+``structure``, the planner, the analysis and the search only for type checking, so the objects
+those build can render themselves through it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check`
     from .analyze import Description
     from .analyze.pattern import Profile
     from .planner import LevelPlan, Plan, Schedule
+    from .search import SearchResult
 
+SHADES = " .:-=+*#%@"  # the heatmap, light to dark
 TAXONOMY_LINES = {
     "psi": "rank: log R / log D (1 = full rank)",
     "omega": "parameter sharing: log(C/P) / log D (0 = each parameter used once per token)",
@@ -37,8 +44,6 @@ def unit_scale(macs: bool) -> tuple[str, int]:
 
 
 def describe_text(desc: Description, heads: int = 1, macs: bool = False) -> str:
-    from .analyze.pattern import pair_flops_grid
-
     inst = desc.instance
     unit, div = unit_scale(macs)
     formulas = desc.formulas.divided(div)
@@ -78,14 +83,12 @@ def describe_text(desc: Description, heads: int = 1, macs: bool = False) -> str:
             head = "taxonomy" if n == 0 else ""
             lines.append(f"{head:<10} {key:<5} = {getattr(desc.taxonomy, key):.3f}   {TAXONOMY_LINES[key]}")
     lines.append("")
-    lines.extend(pattern_lines(desc.profile, pair_flops_grid(inst), unit, div))
+    lines.extend(pattern_lines(desc.profile, desc.grid, unit, div))
     return "\n".join(lines)
 
 
 def pattern_lines(profile: Profile, grid, unit: str, div: int) -> list[str]:
     """The compute pattern: one line when every pair costs the same, else a profile and a heatmap."""
-    from .analyze.pattern import heatmap
-
     if min(profile.flops) == max(profile.flops):
         return [f"pattern    uniform: every pair (t, u) costs {number(profile.flops[0] / div)} {unit}"]
     lines = [f"pattern    {unit} spent on pair (t, u), mean by distance |t - u|:"]
@@ -93,6 +96,12 @@ def pattern_lines(profile: Profile, grid, unit: str, div: int) -> list[str]:
     lines.append(f"           the T x T plane (query t down, key u across; darker = more {unit}):")
     lines.extend("           " + row for row in heatmap(grid))
     return lines
+
+
+def heatmap(grid) -> list[str]:
+    """Text rows, one character per cell, darker for more FLOPs (two characters wide, square)."""
+    top = grid.max() or 1.0
+    return ["".join(SHADES[round(v / top * (len(SHADES) - 1))] * 2 for v in row) for row in grid]
 
 
 def rank_text(desc: Description) -> str:
@@ -168,11 +177,7 @@ def describe_json(desc: Description, heads: int = 1, macs: bool = False, full_pa
 def pattern_json(desc: Description, div: int, full: bool) -> dict:
     """Mean FLOPs per pair by distance: at the profile's few dozen distances, or at every one of
     0 .. T-1 when ``full`` (T entries: meant for moderate T)."""
-    profile = desc.profile
-    if full:
-        from .analyze.pattern import distance_profile
-
-        profile = distance_profile(desc.instance, range(desc.instance.T))
+    profile = desc.full_profile() if full else desc.profile
     return {"distance": profile.distance, "flops": [v / div for v in profile.flops]}
 
 
@@ -318,6 +323,104 @@ def schedule_json(schedule: Schedule, div: int, steps: bool = False) -> dict:
             for step in schedule.steps
         ]
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Search results (einsearch search)
+
+SEARCH_UNITS = {
+    "params": "scoring parameters, all heads",
+    "flops": "FLOPs (2 per multiply-add) of all heads' T x T scores of one sequence: describe's score x heads",
+    "rank_bound": "describe's rank bound of one head: of M (D x D) for a feature structure, else of the T x T scores",
+    "rank_near": "rank bound of the D x D form x_t^T (sum of the levels' M) x_u scoring a pair at distance 0",
+    "rank_far": "rank bound of the D x D form scoring every pair at distance t - u >= T/8 (0: some are not scored)",
+    "covered": "share of the causal pairs (u <= t) some level scores",
+    "near_share": "share of the pair FLOPs on pairs with |t - u| <= T/8",
+    "decode_flops": "FLOPs to score the token at position T against the cache, all heads",
+    "cache_bytes": "float32 bytes per token the decoding cache holds at context T, all heads",
+    "value": "the objective's value",
+}
+SEARCH_COLUMNS = ("structure", "family", "options", "params", "flops", "rank_bound", "rank_near", "rank_far",
+                  "covered", "near_share", "decode_flops", "cache_bytes", "value", "psi", "omega", "nu", "describe",
+                  "generate")  # fmt: skip
+
+
+def si(value: float) -> str:
+    """12.3G: three significant digits with a decimal prefix."""
+    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}" if not float(value).is_integer() else str(int(value))
+
+
+def search_json(result: SearchResult) -> dict:
+    """What ``einsearch search --json`` prints: {query, candidates}."""
+    query = dict(result.query)
+    query.update({"scored": result.scored, "within_budget": result.within_budget, "duplicates": result.duplicates,
+                  "unranked": result.unranked, "truncated": result.truncated, "seconds": round(result.seconds, 3),
+                  "units": SEARCH_UNITS})  # fmt: skip
+    if result.notes:
+        query["notes"] = list(result.notes)
+    return {"query": query, "candidates": [c.to_dict() for c in result.candidates]}
+
+
+def search_csv(result: SearchResult) -> str:
+    """One row per candidate, the columns of ``SEARCH_COLUMNS``."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SEARCH_COLUMNS)
+    for c in result.candidates:
+        tax = c.taxonomy or {}
+        row = {**c.to_dict(), **{k: f"{v:.6g}" for k, v in tax.items()}, "options": c.summary}
+        row.update({k: f"{row[k]:.6g}" for k in ("covered", "near_share", "value")})
+        writer.writerow([row.get(k, "") for k in SEARCH_COLUMNS])
+    return buffer.getvalue()
+
+
+def search_text(result: SearchResult) -> str:
+    """The search's report: what was asked, what was done, the table, the best's commands."""
+    q = result.query
+    budget = "none" if q["budget"] is None else f"{q['budget']:.4g} FLOPs"
+    if q["cache_budget"] is not None:
+        budget += f", cache {q['cache_budget']:.4g} B/token"
+    stopped = "; stopped at --limit" if result.truncated else ""
+    lines = [f"search  D={q['D']}  T={q['T']}  heads={q['heads']}  budget {budget}  objective {q['objective']}"
+             + ("  (Pareto front)" if q["pareto"] else ""),
+             f"scored {result.scored:,} candidates in {result.seconds:.2f} s: {result.within_budget:,} within budget, "
+             f"{result.duplicates:,} duplicate{'' if result.duplicates == 1 else 's'} removed{stopped}"]  # fmt: skip
+    lines += [f"note: {n}" for n in result.notes]
+    if not result.candidates:
+        lines.append("no candidate fits: raise --budget or --cache-budget, or widen --family")
+        return "\n".join(lines)
+    direction = "most" if q["maximize"] else "fewest"
+    extra = (q["column"],) if q["column"] else ()
+    header = ("#", "structure", "options", "params", "FLOPs", "far", "near", "rank", "pairs", "local", "decode",
+              "cache B", *extra)  # fmt: skip
+    rows = [(str(n), c.structure, c.summary, si(c.params), si(c.flops), f"{c.rank_far:,}", f"{c.rank_near:,}",
+             f"{c.rank_bound:,}", f"{c.covered:.2f}", f"{c.near_share:.2f}", si(c.decode_flops), f"{c.cache_bytes:,}",
+             *((si(c.value) if abs(c.value) >= 1 else f"{c.value:.3g}",) if extra else ()))
+            for n, c in enumerate(result.candidates, 1)]  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r):
+        return "  ".join(v.ljust(w) if i in (1, 2) else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+
+    lines += ["", fmt(header), *(fmt(r).rstrip() for r in rows), ""]
+    lines += [f"{q['objective']}: {q['objective_label']} ({direction} first; ties: fewer FLOPs)",
+              "far, near: rank of the D x D form x_t^T (sum of the levels' M) x_u that scores every pair at distance "
+              ">= T/8, and a pair at distance 0;",
+              "rank: describe's rank bound (M for a feature structure, else the T x T scores); pairs: share of causal "
+              "pairs scored;",
+              "local: share of pair FLOPs within T/8; params, FLOPs (2 per multiply-add, all T x T scores of one "
+              "sequence) and decode",
+              "(FLOPs for the token at position T) are for all heads; cache: float32 bytes per token of the decoding "
+              "cache at context T"]  # fmt: skip
+    best = result.candidates[0]
+    lines += ["", f"best    {best.describe}", f"        {best.generate}"]
+    return "\n".join(lines)
 
 
 # --- experiments: the results of `einsearch experiment icr` and `lm` (their to_dict payloads) -----

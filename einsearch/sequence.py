@@ -4,7 +4,10 @@ A level's sequence pattern is ``p`` contiguous equal blocks (t and u in the same
 global) and optionally a band, inclusive bounds ``lo <= t - u <= hi``. Everything that needs to
 know which pairs are scored (pair counts, the compute pattern, rank bounds, masks in the
 reference and the interpreter) asks a ``SequencePattern`` (``Level.pattern``); the one other
-statement is its symbolic twin, the sympy pair count of ``analyze/formulas.py``.
+statement is its symbolic twin, the sympy pair count of ``analyze/formulas.py``. The pattern also
+owns how far back its keys reach (``span``, what a decoding cache keeps), how block patterns nest
+(``nests_in``, ``nested_chain``), its text, and which causal pairs a set of patterns scores
+(``causal_pairs``).
 
 Every count is an exact integer in closed form (no loop over positions), so it answers any T.
 The methods take Python ints or numpy integer arrays (broadcasting); arrays of counts that could
@@ -13,12 +16,16 @@ pass 2^63 are computed as Python ints in object arrays. ``covers`` also takes to
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .runtime.tiling import Pattern, covers
+from .runtime.tiling import Pattern, covers, span
 
 INT64_SAFE_T = 1 << 30  # up to this T every intermediate count fits in int64 (about 2 T^2 at most)
 MASK_LIMIT = 1 << 15  # the largest T ``mask`` builds (T^2 booleans)
+REFINEMENT_LIMIT = 1 << 16  # the most block boundaries ``refinement_cells`` lists when the counts do not nest
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,56 @@ class SequencePattern:
     def covers(self, T: int, t, u):
         """Whether the pair (t, u) is scored: ints give a bool, arrays (numpy or torch) broadcast."""
         return (t < T) & (u < T) & covers(self.at(T), t, u)
+
+    def covers_every(self, T: int, lo: int, hi: int) -> bool:
+        """Whether every pair (t, u) of a T-token sequence with lo <= t - u <= hi is scored.
+
+        A block pattern (more than one block) leaves out some pair at every distance d != 0: one
+        that straddles a block edge when d <= T - T / blocks, else every pair (d is then at least
+        a block long)."""
+        lo, hi = max(lo, 1 - T), min(hi, T - 1)
+        if lo > hi:
+            return True  # no such pair
+        if self.blocks > 1 and (lo < 0 or hi > 0):
+            return False
+        return self.band is None or (self.band[0] <= lo and hi <= self.band[1])
+
+    def within(self, lo: int, hi: int) -> SequencePattern:
+        """The pairs of this pattern with lo <= t - u <= hi (the band cut to those bounds)."""
+        if self.band is not None:
+            lo, hi = max(lo, self.band[0]), min(hi, self.band[1])
+        return SequencePattern(self.blocks, (lo, hi))
+
+    def contains(self, other: SequencePattern) -> bool:
+        """Whether this pattern scores every pair ``other`` scores: other's blocks nest in these
+        and its band lies inside this band."""
+        if not other.nests_in(self):
+            return False
+        if self.band is None:
+            return True
+        return other.band is not None and self.band[0] <= other.band[0] and other.band[1] <= self.band[1]
+
+    def nests_in(self, other: SequencePattern) -> bool:
+        """Whether each of this pattern's blocks lies inside one of ``other``'s: its block count is
+        a multiple of the other's (the one statement of "each block count divides the next")."""
+        return self.blocks % other.blocks == 0
+
+    def span(self, T: int) -> int:
+        """Keys a decoding cache keeps for this level at context T: those a later query can still
+        score (``runtime.tiling.span``: a block, hi + 1 for a band; every token for a global level)."""
+        kept = span(self.at(T))
+        return T if kept is None else max(0, min(T, kept))
+
+    def keys_seen(self, T: int) -> int:
+        """Keys the token at position T - 1 scores (what decoding it against the cache reads)."""
+        return self.count_in(T, T - 1, T, 0, T)
+
+    def text(self) -> str:
+        """``global``, ``4 blocks``, ``band 0 <= t-u <= 128`` (the pattern as reports write it)."""
+        parts = [f"{self.blocks} blocks"] if self.blocks > 1 else []
+        if self.band is not None:
+            parts.append(f"band {self.band[0]} <= t-u <= {self.band[1]}")
+        return ", ".join(parts) or "global"
 
     def mask(self, T: int):
         """The T x T boolean numpy array of ``covers`` (for small T only)."""
@@ -103,6 +160,18 @@ class SequencePattern:
         before = self.count_before(T, np.asarray(t_edges)[:, None], np.asarray(u_edges)[None, :])
         return before[1:, 1:] - before[:-1, 1:] - before[1:, :-1] + before[:-1, :-1]
 
+    @staticmethod
+    def band_problem(lo: int, hi: int, T: int) -> str | None:
+        """Why the band ``lo <= t - u <= hi`` cannot be a level's in a T-token sequence (it keeps
+        no pair, or no causal one), or None when it can."""
+        if lo > hi:
+            return f"empty band: {lo} <= t - u <= {hi}"
+        if not SequencePattern(1, (lo, hi)).causal_count(T):
+            why = ("every key it reaches comes after its query (u > t), and a causal model scores none"
+                   if hi < 0 else f"t - u is at most T - 1 = {T - 1}")  # fmt: skip
+            return f"the band {lo} <= t - u <= {hi} scores no pair: {why}"
+        return None
+
     def causal_count(self, T: int) -> int:
         """Pairs scored with u <= t: what a causal model keeps of the pattern."""
         lo, hi = self.band if self.band is not None else (0, T)
@@ -141,6 +210,62 @@ class SequencePattern:
         if lo > hi:
             return rows * cols * 0
         return _clip(_below(hi, rows, cols) - _below(lo - 1, rows, cols), 0, None)
+
+
+def nested_chain(patterns: Sequence[SequencePattern]) -> list[int]:
+    """Positions of the block patterns that nest, coarse to fine: by block count, each kept when
+    its blocks lie inside the last kept one's and are fewer tokens long (the chain the planner
+    scores per depth, ``Kind.NESTED_BLOCKS``)."""
+    chain: list[int] = []
+    for n in sorted(range(len(patterns)), key=lambda n: patterns[n].blocks):
+        last = patterns[chain[-1]] if chain else None
+        if last is None or (patterns[n].blocks != last.blocks and patterns[n].nests_in(last)):
+            chain.append(n)
+    return chain
+
+
+def refinement_cells(patterns: Iterable[SequencePattern], T: int, nest: bool | None = None) -> dict[int, int] | None:
+    """The cells of the common refinement of the patterns' partitions of T tokens into blocks, as
+    {cell length: how many}. Nested block counts give the finest blocks; otherwise the boundaries
+    are listed, unless there are more than ``REFINEMENT_LIMIT`` (then None). ``nest``: whether the
+    counts nest, when the caller knows."""
+    if nest:
+        finest = max(p.blocks for p in patterns)
+        return {T // finest: finest}
+    counts = sorted({p.blocks for p in patterns})
+    if nest is None and all(SequencePattern(b).nests_in(SequencePattern(a)) for a, b in zip(counts, counts[1:])):
+        return {T // counts[-1]: counts[-1]}
+    if sum(counts) > REFINEMENT_LIMIT:
+        return None
+    cuts = sorted({k * (T // p) for p in counts for k in range(p + 1)})
+    return dict(Counter(b - a for a, b in zip(cuts, cuts[1:])))
+
+
+def causal_pairs(patterns: Iterable[SequencePattern], T: int) -> int | None:
+    """Pairs u <= t of a T-token sequence that at least one of the patterns scores (exact, by
+    inclusion and exclusion over the patterns that no other contains; the pairs common to several
+    patterns are those in one cell of their blocks' refinement within all their bands). None when
+    a refinement has too many cells to list."""
+    causal = [p.within(0, T - 1) for p in patterns]
+    causal = list(dict.fromkeys(p for p in causal if p.band[0] <= p.band[1]))
+    kept = [p for p in causal if not any(q is not p and q.contains(p) for q in causal)]
+    total = 0
+    for size in range(1, len(kept) + 1):
+        for group in itertools.combinations(kept, size):
+            common = _common_pairs(group, T)
+            if common is None:
+                return None
+            total += common if size % 2 else -common
+    return total
+
+
+def _common_pairs(patterns: Sequence[SequencePattern], T: int) -> int | None:
+    lo = max(p.band[0] for p in patterns)
+    hi = min(p.band[1] for p in patterns)
+    cells = refinement_cells(patterns, T)
+    if cells is None:
+        return None
+    return sum(count * SequencePattern(1, (lo, hi)).count(length) for length, count in cells.items())
 
 
 def _below(c: int, rows, cols):

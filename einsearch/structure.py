@@ -71,15 +71,18 @@ class LoopRange:
 
 @dataclass(frozen=True)
 class Symbolic:
-    """A level's sizes as expressions of the structure's symbols, for the printed formulas.
+    """A level's sizes as expressions of the structure's symbols, for the printed formulas (and
+    for search, which evaluates them at other option values).
 
     ``sizes`` maps every index to its size expression (declared, or inferred from x's axes as
-    ``T / g`` or ``D / a``); inside a loop they may read the loop variable of ``loop``.
+    ``T / g`` or ``D / a``); inside a loop they may read the loop variable of ``loop``. ``scale``
+    is the line's scale as written (None: 1).
     """
 
     sizes: FrozenMap
     band: tuple[Expr, Expr] | None = None
     loop: LoopRange | None = None
+    scale: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -600,7 +603,7 @@ class Resolver:
                     sizes[unknown[0]] = size
         used = {i for ref in score.operands for a in ref.axes for i in a.names}
         band = (score.band.lo, score.band.hi) if score.band else None
-        return Symbolic(FrozenMap({n: e for n, e in sizes.items() if n in used}), band, loop)
+        return Symbolic(FrozenMap({n: e for n, e in sizes.items() if n in used}), band, loop, score.scale)
 
     def operands(self, score: Score, suffix: str) -> list[Operand]:
         uses = [ref for ref in score.operands if ref.name == INPUT]
@@ -751,13 +754,9 @@ class Resolver:
                 raise DSLError(f"band bounds must be whole numbers, got {value}", band.pos)
             bounds.append(value)
         lo, hi = bounds
-        if lo > hi:
-            raise DSLError(f"empty band: {lo} <= t - u <= {hi}", band.pos)
-        T = int(env["T"])
-        if not SequencePattern(1, (lo, hi)).causal_count(T):
-            why = ("every key it reaches comes after its query (u > t), and a causal model scores none"
-                   if hi < 0 else f"t - u is at most T - 1 = {T - 1}")  # fmt: skip
-            raise DSLError(f"the band {lo} <= t - u <= {hi} scores no pair: {why}", band.pos)
+        problem = SequencePattern.band_problem(lo, hi, int(env["T"]))
+        if problem:
+            raise DSLError(problem, band.pos)
         return lo, hi
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..planner import DEFAULT_COST, Balanced, Plan, plan
 from ..structure import Instance
 from .cache import cached_exact_rank, cached_formulas
-from .counts import Flops, feature_map_flops_per_token, params, plan_flops
+from .counts import Flops, feature_map_flops_per_token, pair_costs, params, plan_flops
 from .exact import RANK_LIMIT, affordable
 from .family import LevelFamily, level_family
 from .formulas import Formulas
-from .pattern import Profile, distance_profile
+from .pattern import Profile, distance_profile, pair_flops_grid
 from .rank import rank_bound
 
 __all__ = ["Description", "Taxonomy", "describe"]
@@ -44,6 +45,7 @@ class Description:
     taxonomy: Taxonomy | None
     formulas: Formulas | None  # None when not asked for (sympy derives them: the slow part)
     profile: Profile = field(repr=False)
+    grid: Any = field(default=None, repr=False)  # c(t, u) over a 16 x 16 grid of the T x T plane (numpy)
 
     @property
     def rank(self) -> int:
@@ -53,6 +55,10 @@ class Description:
     def score(self) -> int:
         """All T x T scores of one sequence, as the plan computes them."""
         return self.flops.score
+
+    def full_profile(self) -> Profile:
+        """The compute pattern at every distance 0 .. T-1 (T entries: meant for moderate T)."""
+        return distance_profile(self.instance, range(self.instance.T), pair_costs(self.plan))
 
     def to_dict(self, heads: int = 1, macs: bool = False, full_pattern: bool = False) -> dict:
         """What ``einsearch describe --json`` prints."""
@@ -91,9 +97,11 @@ def describe(instance: Instance, rank_limit: int = RANK_LIMIT, cost: Balanced = 
     if instance.is_feature_structure and instance.D > 1 and n_params and macs_per_token:
         taxonomy = taxonomy_of(instance.D, n_params, macs_per_token, numeric or bound)
     families = tuple(level_family(lv) for lv in instance.levels)
+    per_pair = pair_costs(chosen)
+    profile, grid = distance_profile(instance, flops=per_pair), pair_flops_grid(instance, flops=per_pair)
     formulas = cached_formulas(chosen) if with_formulas else None
     return Description(instance, chosen, n_params, bound, numeric, flops, families, taxonomy, formulas,
-                       distance_profile(instance))  # fmt: skip
+                       profile, grid)  # fmt: skip
 
 
 def taxonomy_of(D: int, params: int, macs_per_token: int, rank: int) -> Taxonomy:

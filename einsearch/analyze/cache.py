@@ -5,10 +5,10 @@ nor materialise a matrix).
 A formula depends on the structure's text and on how the plan computes each level (its shape,
 not its sizes), so that pair is the key; the exact rank depends on the levels with their sizes and
 on the bound (the sketch's width), which with the method (prime, draws, seed) make its key.
-Entries are looked up in the cache shipped with the package (the catalog at its defaults, rebuilt
-by ``write_shipped()``; a test says when it is due), then in the user's cache directory
-(``$EINSEARCH_CACHE``, else ``$XDG_CACHE_HOME/einsearch``, else ``~/.cache/einsearch``), where new
-entries are written; an unwritable directory is skipped.
+Entries are looked up in the cache shipped with the package (the catalog and the search's
+families at their defaults, rebuilt by ``write_shipped()``; a test says when it is due), then in
+the user's cache directory (``$EINSEARCH_CACHE``, else ``$XDG_CACHE_HOME/einsearch``, else
+``~/.cache/einsearch``), where new entries are written; an unwritable directory is skipped.
 """
 
 from __future__ import annotations
@@ -167,8 +167,14 @@ def rebuild_shipped(names: list[str]) -> dict:
     return dict(sorted(entries.items()))
 
 
-def write_shipped() -> None:
-    """Rewrites the shipped cache from the catalog (run after changing a catalog file or the plan)."""
+def shipped_names() -> list[str]:
+    """What the shipped cache covers: the catalog, and the search's families (whose describe
+    commands search prints)."""
     from .. import catalog
 
-    SHIPPED.write_text(json.dumps(rebuild_shipped(catalog.names()), indent=1, sort_keys=True) + "\n")
+    return catalog.names() + catalog.search_names()
+
+
+def write_shipped() -> None:
+    """Rewrites the shipped cache from the catalog (run after changing a catalog file or the plan)."""
+    SHIPPED.write_text(json.dumps(rebuild_shipped(shipped_names()), indent=1, sort_keys=True) + "\n")

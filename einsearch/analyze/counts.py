@@ -4,15 +4,19 @@ The plan is the only place that decides how a level is computed; these counts ad
 by part (docs/design.md §4): the token maps, the factor products done once per head, the pair
 products. ``scored_pairs`` is what the same maps cost with one dot product per pair the pattern
 actually scores; it differs from the plan's total only where the plan computes more pairs than
-it keeps (a band in chunks, a masked product).
+it keeps (a band in chunks, a masked product). What a level adds to decoding (its maps, its
+channels) and the bytes of a decoding cache are stated here once (``level_counts``,
+``cache_bytes_per_token``); search and the generated modules' docstrings use them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..planner import Part, Plan, Schedule
+from ..planner import ITEMSIZE, Part, Plan, Schedule
+from ..sequence import SequencePattern
 from ..structure import Instance
 
 
@@ -51,31 +55,67 @@ def pair_flops(schedule: Schedule) -> dict[int, int]:
     return {number: dot_flops(schedule, number, size) for number, size in interface_sizes(schedule).items()}
 
 
+@dataclass(frozen=True, slots=True)
+class LevelCounts:
+    """One level's share of a plan, one head."""
+
+    maps: int  # its query and key maps over every token of the plan, in the feature-map form
+    channels: int  # the interface its pairs contract in that form (the key channels a cached token keeps)
+    pair: int  # FLOPs it spends on one pair it scores, as the plan computes it: its c(t, u)
+
+    def decode(self, pattern: SequencePattern, T: int) -> int:
+        """FLOPs to score the token at position T - 1 against a decoding cache: its query and key
+        maps, then one dot product per key the level lets it see."""
+        return self.maps // T + 2 * self.channels * pattern.keys_seen(T)
+
+
+def level_counts(plan: Plan) -> list[LevelCounts]:
+    """Each level's counts. The feature-map form is the plan's own where it chose it, else the
+    level's cheapest feature-map candidate (what the taxonomy's C and a decoding cache measure,
+    whatever the plan does at this T); a pair costs 2 x the interface in a fused schedule, the
+    level's FLOPs over its pairs when it is one einsum."""
+    T = plan.instance.T
+    owner = {n: s for s in plan.schedules for n in s.levels}
+    found = []
+    for lp in plan.levels:
+        n = lp.level.number
+        schedule = owner[n]
+        form = schedule if schedule.fused else next(s for s in lp.candidates if s.fused)
+        maps = sum(s.flops for s in form.steps if s.level == n and s.part in (Part.QUERY, Part.KEY))
+        channels = interface_sizes(form)[n]
+        pair = (
+            dot_flops(schedule, n, channels) if schedule.fused else schedule.flops // max(1, lp.level.pattern.count(T))
+        )
+        found.append(LevelCounts(maps, channels, pair))
+    return found
+
+
 def feature_map_flops_per_token(plan: Plan) -> int:
     """FLOPs to map one query and one key token through every level's factors, in the feature-map
-    form: the plan's own maps where it chose that form, else the level's cheapest feature-map
-    candidate (what the taxonomy's C measures, whatever the plan does at this T)."""
-    own = {n: s for s in plan.schedules if s.fused for n in s.levels}
-    total = 0
-    for lp in plan.levels:
-        schedule = own.get(lp.level.number) or next(s for s in lp.candidates if s.fused)
-        steps = [s for s in schedule.steps if s.level == lp.level.number and s.part in (Part.QUERY, Part.KEY)]
-        total += sum(s.flops for s in steps)
-    return total // (plan.instance.T * plan.batch)
+    form (``level_counts``)."""
+    return sum(c.maps for c in level_counts(plan)) // (plan.instance.T * plan.batch)
 
 
 def pair_costs(plan: Plan) -> list[int]:
-    """FLOPs each level spends on one pair it scores: its ``dot_flops`` in a fused schedule, its
-    FLOPs over its pairs when it is one einsum (the c(t, u) of the compute pattern)."""
-    T = plan.instance.T
-    costs = {}
-    for schedule in plan.schedules:
-        if schedule.fused:
-            costs.update(pair_flops(schedule))
-        else:
-            level = plan.instance.levels[schedule.levels[0] - 1]
-            costs[level.number] = schedule.flops // max(1, level.pattern.count(T))
-    return [costs[level.number] for level in plan.instance.levels]
+    """FLOPs each level spends on one pair it scores (the c(t, u) of the compute pattern)."""
+    return [c.pair for c in level_counts(plan)]
+
+
+def cache_bytes_per_token(levels: Iterable[tuple[SequencePattern, int]], T: int, heads: int, D: int) -> int:
+    """Float32 bytes per token that a decoding cache holds at a T-token context, all heads: each
+    level keeps its key channels for the keys a later query can still score (``span``: all of
+    them for a global level, a block, hi + 1 for a band) and the values of the longest span.
+    ``levels``: each level's pattern and key channels (per head)."""
+    levels = list(levels)
+    keys = sum(channels * pattern.span(T) for pattern, channels in levels)
+    return cache_bytes(keys, max(pattern.span(T) for pattern, _ in levels), T, heads, D)
+
+
+def cache_bytes(key_slots: int, value_slots: int, T: int, heads: int, D: int) -> int:
+    """``cache_bytes_per_token`` from its two sums: key channels x kept keys over the levels (per
+    head), and the longest span (whose D values, all heads, are kept):
+    4 (heads x key_slots + D x value_slots) / T, rounded up."""
+    return -(-ITEMSIZE * (heads * key_slots + D * value_slots) // T)
 
 
 def plan_flops(plan: Plan) -> Flops:

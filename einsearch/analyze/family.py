@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..sequence import SequencePattern
 from ..structure import Level
 from .rank import feature_cut
 
@@ -29,12 +30,7 @@ class LevelFamily:
         return None if self.band is None else self.band[1] - self.band[0] + 1
 
     def sequence_text(self) -> str:
-        if self.sequence == "blocks":
-            return f"{self.blocks} blocks"
-        if self.sequence == "band":
-            lo, hi = self.band
-            return f"band {lo} <= t-u <= {hi}"
-        return "global"
+        return SequencePattern(self.blocks, self.band).text()
 
 
 def level_family(level: Level) -> LevelFamily:

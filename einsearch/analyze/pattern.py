@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sequence import SequencePattern
 from ..structure import Instance
-
-SHADES = " .:-=+*#%@"
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,15 @@ def level_pair_flops(instance: Instance) -> list[int]:
     from .counts import pair_costs
 
     return pair_costs(plan(instance))
+
+
+NEAR = 8  # near pairs: |t - u| at most T / NEAR
+
+
+def near_pairs(pattern: SequencePattern, T: int) -> int:
+    """Pairs of ``pattern`` with |t - u| <= T / NEAR (closed form: the pattern cut to that band)."""
+    reach = T // NEAR
+    return pattern.within(-reach, reach).count(T)
 
 
 PROFILE_POINTS = 128  # the most distances a profile lists
@@ -52,15 +60,16 @@ def profile_distances(instance: Instance) -> list[int]:
     return sorted(picks | set(changes[: max(0, PROFILE_POINTS - len(picks))]))
 
 
-def distance_profile(instance: Instance, distances=None) -> Profile:
+def distance_profile(instance: Instance, distances=None, flops: list[int] | None = None) -> Profile:
     """Mean FLOPs per pair at ``distances`` (0 <= d < T; by default ``profile_distances``, a few
     dozen): exact, from each level's pair count at each distance, for any T. Work and memory
-    grow with the number of distances only (``range(T)`` lists them all)."""
+    grow with the number of distances only (``range(T)`` lists them all). ``flops``: each
+    level's FLOPs per pair when the plan is at hand (else it is made)."""
     T = instance.T
     d = np.asarray(profile_distances(instance) if distances is None else distances, dtype=np.int64)
     if d.size and (d.min() < 0 or d.max() >= T):
         raise ValueError(f"distances lie in 0 .. {T - 1}")
-    flops = level_pair_flops(instance)
+    flops = level_pair_flops(instance) if flops is None else flops
     exact_int64 = 2 * T * sum(flops) < 2**53  # every sum fits and converts to float exactly
     total = np.zeros(d.shape, dtype=np.int64 if exact_int64 else object)
     for level, cost in zip(instance.levels, flops):
@@ -69,20 +78,15 @@ def distance_profile(instance: Instance, distances=None) -> Profile:
     return Profile(d.tolist(), (total / pairs).astype(float).tolist())
 
 
-def pair_flops_grid(instance: Instance, cells: int = 16) -> np.ndarray:
+def pair_flops_grid(instance: Instance, cells: int = 16, flops: list[int] | None = None) -> np.ndarray:
     """c(t, u) averaged over a cells x cells grid of the T x T plane (for the heatmap): the exact
-    mean over each cell, from each level's pair count in it, for any T."""
+    mean over each cell, from each level's pair count in it, for any T (``flops`` as in
+    ``distance_profile``)."""
     T = instance.T
     n = min(cells, T)
     edges = np.array([k * T // n for k in range(n + 1)], dtype=object)
     total = np.zeros((n, n), dtype=object)
-    for level, flops in zip(instance.levels, level_pair_flops(instance)):
-        total = total + flops * np.asarray(level.pattern.count_grid(T, edges, edges), dtype=object)
+    for level, cost in zip(instance.levels, level_pair_flops(instance) if flops is None else flops):
+        total = total + cost * np.asarray(level.pattern.count_grid(T, edges, edges), dtype=object)
     sides = edges[1:] - edges[:-1]
     return (total / np.multiply.outer(sides, sides)).astype(float)
-
-
-def heatmap(grid: np.ndarray) -> list[str]:
-    """Text rows, one character per cell, darker for more FLOPs (two characters wide, square)."""
-    top = grid.max() or 1.0
-    return ["".join(SHADES[round(v / top * (len(SHADES) - 1))] * 2 for v in row) for row in grid]

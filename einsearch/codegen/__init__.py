@@ -34,8 +34,12 @@ SECTIONS = (
     ("tiling.py", "The pair rule, and the causal pairs cut into batched attention calls"),
     ("attention.py", "The kernel layer: attention over a partition, and decoding"),
 )
-SAME_FILE = "# generated modules: same file"  # a runtime import of another runtime file: dropped when pasted
-CLASS_IMPORTS = ("import math", "from typing import NamedTuple", "import torch", "from torch import nn")  # the class's own
+CLASS_IMPORTS = (
+    "import math",
+    "from typing import NamedTuple",
+    "import torch",
+    "from torch import nn",
+)  # the class's own
 
 
 @dataclass(frozen=True)
@@ -244,8 +248,10 @@ def _cache_text(plan, heads: int) -> str:
     T, D = plan.instance.T, plan.instance.D
     tiling = plan.schedules[0].tiling
     per_token = -(-4 * heads * cache_elements(tiling.patterns, tiling.widths, D // heads, T) // T)
-    return (f"Decoding cache: at most {per_token:,} bytes per token of a {T}-token context (float32, all heads): "
-            "each level keeps only the keys later queries can still reach.")
+    return (
+        f"Decoding cache: at most {per_token:,} bytes per token of a {T}-token context (float32, all heads): "
+        "each level keeps only the keys later queries can still reach."
+    )
 
 
 def _fused_lines(compiled: Compiled, single: bool) -> list:
@@ -317,8 +323,11 @@ def _score_init(logit_scale: str):
         if pattern != "Pattern()":
             lines.append(f"pattern = {pattern}")
             pattern = "pattern"
-        scale = {"structure": score.scale, "sqrt": f"1 / math.sqrt({score.width})",
-                 "inverse": f"1 / {score.width}" if score.width.isidentifier() else f"1 / ({score.width})"}[logit_scale]
+        scale = {
+            "structure": score.scale,
+            "sqrt": f"1 / math.sqrt({score.width})",
+            "inverse": f"1 / {score.width}" if score.width.isidentifier() else f"1 / ({score.width})",
+        }[logit_scale]
         lines.append(f"self.levels.append(Level({pattern}, width={score.width}, scale={scale}{grids}))")
         return statements(lines, indent)
 
@@ -329,7 +338,7 @@ def score_maps(score: ScoreCode, indent: str, var: str | None, capped: bool) -> 
     """The statements ``maps`` runs for one score line: its query and key maps appended."""
     lines: list = []
     if capped and var is not None:  # a loop's factors, capped under their names
-        lines += [f'{f.attribute} = rms_cap({f.attribute}, self.fan_in[{f.name}])' for f in score.factors]
+        lines += [f"{f.attribute} = rms_cap({f.attribute}, self.fan_in[{f.name}])" for f in score.factors]
     for side in (score.query, score.key):
         if side.grid:
             lines.append((f"x{'q' if side is score.query else 'k'} = {side.grid}", side.grid_shape))
@@ -355,7 +364,7 @@ def imports() -> list[list[str]]:
     found = set(CLASS_IMPORTS)
     for filename, _ in SECTIONS:
         found |= {line for line in (RUNTIME / filename).read_text().splitlines()
-                  if line.startswith(("import ", "from ")) and not line.endswith(SAME_FILE)}  # fmt: skip
+                  if line.startswith(("import ", "from ")) and not line.startswith("from .")}  # fmt: skip
     merged: dict[tuple[str, str], set[str]] = {}
     for line in found:
         words = line.split()
@@ -368,6 +377,18 @@ def imports() -> list[list[str]]:
     return groups
 
 
+def import_lines(code: str) -> set[int]:
+    """The line numbers of ``code``'s top-level imports: the module makes them once, at its top
+    (a runtime file's import of another is of the same file once pasted)."""
+    import ast
+
+    found: set[int] = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(range(node.lineno, node.end_lineno + 1))
+    return found
+
+
 def runtime_sections() -> list[Section]:
     """The runtime files as fenced sections: each file's docstring as comments, then its code
     without the imports the module makes once at its top."""
@@ -375,8 +396,8 @@ def runtime_sections() -> list[Section]:
     for filename, title in SECTIONS:
         text = (RUNTIME / filename).read_text()
         _, doc, code = text.split('"""', 2)
-        lines = [line for line in code.strip("\n").splitlines()
-                 if not line.startswith(("import ", "from ")) and not line.endswith(SAME_FILE)]  # fmt: skip
+        lines = [line for n, line in enumerate(code.strip("\n").splitlines(), 1)
+                 if n not in import_lines(code.strip("\n"))]  # fmt: skip
         sections.append(Section(title, tuple(line.rstrip() for line in doc.strip().splitlines()),
                                 "\n".join(lines).strip("\n")))  # fmt: skip
     return sections

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from .analyze.counts import cache_bytes_per_token
 from .catalog import shipped_dir
 from .errors import OptionError
 from .planner import Kind, LevelPlan, Part, Schedule, Step, Tensor, fresh
+from .sequence import SequencePattern
 from .structure import Instance, Level
 
 LETTERS = "acdefgijklmnopqrsuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # b, h, t are the batch, head and token axes
@@ -372,27 +374,10 @@ def fan_in(instance: Instance, name: str) -> int:
     return min(shared) if shared else math.prod(level.sizes[i] for i in op.indices[:-1]) or 1
 
 
-def reach(blocks: int, band: tuple[int, int] | None, T: int) -> int:
-    """How many of the last keys a level's later queries can still score, at most: all T for a
-    global level, a block of T / p for a block level, hi + 1 for a band (what the cache keeps)."""
-    if band is not None:
-        return min(T, max(0, band[1] + 1))
-    return T // blocks
-
-
-def cache_bytes_per_token(levels, T: int, heads: int, d_model: int) -> int:
-    """Float32 bytes the generated module's decoding cache holds at context T, over T, all heads:
-    each level's key channels for the keys it can still reach, and the values of the longest
-    reach. ``levels``: (blocks, band, channels) of each level."""
-    levels = list(levels)
-    keys = sum(channels * reach(blocks, band, T) for blocks, band, channels in levels)
-    values = max(reach(blocks, band, T) for blocks, band, _ in levels)
-    return -(-4 * (heads * keys + d_model * values) // T)
-
-
 def cache_text(levels: list[LevelCode], T: int, heads: int, D: int) -> str:
     """What the decoding cache keeps, in bytes (float32), for the module docstring."""
-    per_token = cache_bytes_per_token(((lv.blocks, lv.band, lv.channels) for lv in levels), T, heads, D)
+    patterns = ((SequencePattern(lv.blocks, lv.band), lv.channels) for lv in levels)
+    per_token = cache_bytes_per_token(patterns, T, heads, D)
     return (
         f"Decoding cache: at most {per_token:,} bytes per token of a {T}-token context (float32, all\n"
         "heads and levels): each level's keys that later queries can still reach (all of them for a\n"

@@ -578,4 +578,3 @@ class Letters:
 def instance_schedules(plan) -> dict[int, Schedule]:
     """Each level's map schedule in a plan."""
     return {schedule.levels[0]: schedule for schedule in plan.maps}
-

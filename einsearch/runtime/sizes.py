@@ -60,8 +60,9 @@ def divide(total: int, part: int, what: str) -> int:
 
 
 def block_length(total: int, blocks: int, what: str) -> int | None:
-    """The length of each of ``blocks`` equal blocks of a ``total``-token sequence, or None
-    for one block: a level of one block is global, and stays so past ``total`` tokens."""
+    """The length of each of ``blocks`` equal blocks of a ``total``-token sequence, or
+    None for one block: a level of one block is global, and stays so past ``total``
+    tokens."""
     return None if blocks == 1 else divide(total, blocks, what)
 
 

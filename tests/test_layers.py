@@ -1,0 +1,81 @@
+"""The package's layers (docs/design.md §10): every import, lazy ones included (not those only
+for type checking), goes to the module's own row or below, so there is no import circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "einsearch"
+
+LAYERS = [  # top to bottom, as in docs/design.md §10; a package stands for its modules
+    {"cli", "__main__"},
+    {"einsearch", "benchmark", "bench_setup", "plot", "experiments"},
+    {"search", "codegen"},
+    {"analyze", "interpret"},
+    {"planner", "canonical", "reference"},
+    {"report", "network", "catalog", "options"},
+    {"structure", "dsl", "expr", "sequence", "runtime", "outputs", "errors"},
+]
+
+
+def row(module: str) -> int:
+    top = module.split(".")[0]
+    return next(n for n, layer in enumerate(LAYERS) if top in layer)
+
+
+def imports(path: Path, module: str) -> set[str]:
+    """The einsearch modules ``path`` imports (relative names resolved), outside TYPE_CHECKING blocks."""
+    tree = ast.parse(path.read_text())
+    checking = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
+        node.test) for n in ast.walk(node)}  # fmt: skip
+    full = ["einsearch", *module.split(".")] if module != "einsearch" else ["einsearch"]
+    package = full if path.name == "__init__.py" else full[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in checking or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif node.level:
+            base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            found |= {".".join(base)} if node.module else {".".join([*base, a.name]) for a in node.names}
+        else:
+            found.add(node.module)
+    known = modules()
+    found = {name.removeprefix("einsearch.") if name != "einsearch" else name for name in found
+             if name.split(".")[0] == "einsearch"}  # fmt: skip
+    return {owner(name, known) for name in found} - {module}
+
+
+def owner(name: str, known: dict) -> str:
+    """The module ``name`` lives in (``describe`` imported from the package: the package)."""
+    while name not in known:
+        name = name.rsplit(".", 1)[0] if "." in name else "einsearch"
+    return name
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "einsearch"
+        found[name] = path
+    return found
+
+
+def test_every_module_has_a_row():
+    assert {m.split(".")[0] for m in modules()} <= set().union(*LAYERS)
+
+
+def test_no_module_imports_upward():
+    upward = []
+    for module, path in modules().items():
+        for target in imports(path, module):
+            if row(target) < row(module):
+                upward.append(f"{module} -> {target}")
+    assert not upward
+
+
+def test_report_renders_without_the_layers_that_compute():
+    assert imports(PACKAGE / "report.py", "report") <= {"network", "structure", "options"}
