@@ -3,12 +3,11 @@ and hundreds of MB to start): the device, the input length, the contenders' gene
 and the memory the run needs, refused up front with the limit named when it cannot fit.
 
 The memory estimate counts what ``benchmark.py`` holds at its peak, per contender, in the chosen
-dtype: every T x T buffer a form builds (the naive form's logits of every level, their sum and
-softmax, kept for the backward pass; the masked form alike; the band form's chunk x window
-scores; the nested form's pairs when it runs without the flash kernel), the logits of prefilling
-the decoding caches, the caches themselves (one per timed decoding step), and the B x T x D
-activations of the three contenders. It is an upper estimate of the order of magnitude: what it
-refuses cannot run, what it lets through may still be slow.
+dtype: the naive form's T x T buffers (every level's logits, their sum and softmax, kept for the
+backward pass), the generated module's tiles of logits where it runs the plain path (float64:
+autograd keeps every tile of the partition), the decoding caches (one per timed decoding step)
+and the B x T x D activations of the three contenders. It is an upper estimate of the order of
+magnitude: what it refuses cannot run, what it lets through may still be slow.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from .structure import Instance
 
 DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float64": 8}
-PREFILL = 256  # tokens per call when filling a decoding cache (bounds the prefill logits)
-BAND_CHUNK = 64  # the band kernel's least queries per chunk (templates/partials/band_attention.py)
 ACTIVATIONS = 24  # B x T x D tensors alive at once: x, q, k, v and output of three contenders, and gradients
 
 
@@ -41,31 +38,25 @@ class BenchSetup:
     device: str
     dtype: str
     backward: bool
-    naive: bool  # time the masked form too (every level's T x T logits)
-    generated: str = ""  # the sources of the generated module and of the masked form (when naive)
-    masked: str | None = None
+    naive: bool  # time the naive form too (every level's T x T logits)
+    generated: str = ""  # the source of the generated module
 
     def memory(self) -> dict[str, int]:
         """Bytes the run needs at its peak, by what needs them (see the module docstring)."""
-        from .codegen import Form, form_of
+        from .runtime.tiling import call_pairs, partition
 
         B, T, H, D = self.batch, self.length, self.heads, self.instance.D
         levels = len(self.instance.levels)
         kept = 2 if self.backward else 1  # autograd keeps the probabilities beside the logits
-        masked = (levels + 2) * B * H * T * T * kept
-        form = form_of(self.instance)
-        generated = 0  # the fused form: flash kernels, no score buffer
-        if form is Form.MASKED:
-            generated = masked
-        elif form is Form.BAND:
-            generated = B * H * T * band_window(self.instance, T) * kept
-        elif form is Form.NESTED and self.dtype == "float64":  # no flash kernel: every causal pair kept
-            generated = B * H * T * T // 2 * kept
+        naive = (2 * levels + 2) * B * H * T * T * kept
+        tiles = 0  # the fused kernels merge in place and keep no logits
+        if self.dtype == "float64":
+            patterns = tuple(level.pattern.at(self.instance.T) for level in self.instance.levels)
+            tiles = B * H * sum(call_pairs(call) for call in partition(T, patterns)) * kept
         needs = {
-            "the naive form's logits": masked if self.naive else 0,
-            "the generated module's scores": generated,
+            "the naive form's logits": naive if self.naive else 0,
+            "the generated module's tiles of logits": tiles,
             "the decoding caches": (self.repeat + 1) * B * self.decode_context * D * (levels + 1),
-            "the prefill logits": B * H * PREFILL * self.decode_context * (levels + 2),
             "the activations": ACTIVATIONS * B * T * D,
         }
         return {what: count * ITEMSIZE[self.dtype] for what, count in needs.items()}
@@ -84,14 +75,6 @@ class BenchSetup:
                           f"{hint}")  # fmt: skip
 
 
-def band_window(instance: Instance, T: int) -> int:
-    """Keys each query of the band form meets: its chunk plus the band's width (chunk x window)."""
-    lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
-    width = hi - lo + 1
-    chunk = min(width * -(-BAND_CHUNK // width), T)
-    return chunk + hi - lo
-
-
 def bench_setup(instance: Instance, heads: int = 1, batch: int = 1, length: int | None = None,
                 decode_context: int | None = None, repeat: int = 7, device: str = "cpu", dtype: str = "float32",
                 backward: bool = True, naive: bool = True, available: int | None = None,
@@ -100,7 +83,7 @@ def bench_setup(instance: Instance, heads: int = 1, batch: int = 1, length: int 
     says where they are), then renders its modules; all without torch. OptionError for a device
     that is not cpu or cuda[:N], a dtype not offered, a value below 1 or a run that cannot fit; the
     generator's errors (``--heads`` must divide D) as they are."""
-    from .codegen import Form, generate
+    from .codegen import generate
 
     if not DEVICE.fullmatch(device):
         raise OptionError("device", f"expected cpu, cuda or cuda:N, got {device!r}")
@@ -114,8 +97,7 @@ def bench_setup(instance: Instance, heads: int = 1, batch: int = 1, length: int 
             raise OptionError(name, f"must be at least {least}, got {value}")
     setup = BenchSetup(instance, heads, batch, length, context, repeat, device, dtype, backward, naive)
     setup.check_memory(available, where)
-    masked = generate(instance, heads, form=Form.MASKED) if naive else None
-    return dataclasses.replace(setup, generated=generate(instance, heads), masked=masked)
+    return dataclasses.replace(setup, generated=generate(instance, heads))
 
 
 def available_memory() -> int | None:

@@ -4,10 +4,11 @@ Ratios measured side by side are what a shared, noisy machine can report honestl
 contender runs in turn (round-robin), after a warm-up, and the median of the repeats is kept.
 The contenders, at the same (B, T, d_model, heads):
 
-* ``generated``: the module ``einsearch generate`` writes (its fast form);
-* ``naive``: the same structure with every level's T x T logits built, masked and summed, the way
-  research code computes it;
-* ``sdpa``: standard attention, q/k/v projections then ``F.scaled_dot_product_attention``.
+* ``generated``: the module ``einsearch generate`` writes;
+* ``naive``: the same module scoring through its reference ``scores`` (every level's T x T logits
+  built, masked and summed, then one softmax), the way research code computes it;
+* ``sdpa``: standard attention, q/k/v projections then ``F.scaled_dot_product_attention``, with a
+  preallocated KV cache for decoding.
 
 Each is timed on the forward (no grad), forward + backward, and decoding one token at a given
 context with a cache. The analyzer's FLOPs are set beside ``FlopCounterMode``'s count of the
@@ -16,7 +17,6 @@ generated forward, and the achieved FLOP/s beside the machine's measured matmul 
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -28,12 +28,12 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench_setup import BAND_CHUNK, PREFILL, BenchSetup
-from .structure import Instance
+from .bench_setup import BenchSetup
 
 
 class StandardAttention(nn.Module):
-    """Causal multi-head attention with a KV cache: the baseline every ratio is taken against."""
+    """Causal multi-head attention with a preallocated KV cache: the baseline every ratio is taken
+    against."""
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -42,7 +42,10 @@ class StandardAttention(nn.Module):
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
 
     def new_cache(self, batch_size: int, max_len: int) -> dict:
-        return {"k": None, "v": None}
+        weight = self.o_proj.weight
+        shape = (batch_size, self.n_heads, max_len, weight.shape[0] // self.n_heads)
+        empty = {"dtype": weight.dtype, "device": weight.device}
+        return {"k": torch.empty(shape, **empty), "v": torch.empty(shape, **empty), "length": 0}
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, D = x.shape
@@ -50,13 +53,29 @@ class StandardAttention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # the new tokens see every cached key and, causally, each other
-            k = k if cache["k"] is None else torch.cat([cache["k"], k], dim=2)
-            v = v if cache["v"] is None else torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-            t = torch.arange(k.shape[2] - T, k.shape[2], device=x.device)[:, None]
-            u = torch.arange(k.shape[2], device=x.device)[None, :]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=u <= t)
+            start, end = cache["length"], cache["length"] + T
+            cache["k"][:, :, start:end], cache["v"][:, :, start:end] = k, v
+            cache["length"] = end
+            k, v = cache["k"][:, :, :end], cache["v"][:, :, :end]
+            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class NaiveAttention(nn.Module):
+    """A generated module run the way research code runs it: its reference ``scores`` (every
+    level's T x T logits), one softmax, then the values."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        m = self.module
+        probs = torch.softmax(m.scores(x), dim=-1).nan_to_num(0.0)
+        v = m.v_proj(x).view(B, T, m.n_heads, -1).transpose(1, 2)
+        return m.o_proj((probs @ v).transpose(1, 2).reshape(B, T, D))
 
 
 def round_robin(fns: dict[str, Callable[[], object]], repeat: int, sync: Callable[[], None] = lambda: None):
@@ -147,71 +166,20 @@ class Report:
         return "\n".join(lines)
 
 
-def predicted_flops(instance: Instance, batch: int, length: int, heads: int, padded: bool = False) -> int:
-    """The analyzer's count of the generated forward at input length ``length`` (a multiple of the
-    block counts): the plan's maps, the pair products the module's form computes (logits and
-    probabilities x values), and the value and output projections. ``padded``: the nested form
-    runs the CPU flash kernel, which takes query/key and value channels zero-padded to one size."""
-    from .codegen import map_schedule
-    from .planner import Part, plan
-
-    maps, channels = 0, []
-    for lp in plan(instance).levels:
-        schedule = map_schedule(lp)
-        per_token = sum(s.flops for s in schedule.steps if s.part in (Part.QUERY, Part.KEY)) // instance.T
-        maps += batch * length * per_token + sum(s.flops for s in schedule.steps if s.part is Part.FACTORS)
-        channels.append(math.prod(schedule.sizes[i] for i in schedule.interfaces[0][1]))
-    D = instance.D
-    pairs = 2 * batch * form_pair_products(instance, length, channels, D // heads, padded)
-    return heads * (maps + pairs) + 2 * (2 * batch * length * D * D)
-
-
-def form_pair_products(instance: Instance, T: int, channels: list[int], values: int, padded: bool = False) -> int:
-    """Multiply-adds of one head's pair products in the generated module's form, closed form:
-    all T x T pairs for the fused and masked forms (FlopCounterMode counts a causal kernel whole);
-    for nested blocks, the pairs below the diagonal at each depth and every finest block whole;
-    for a band, the kernel's chunk x window rectangles."""
-    from .codegen import Form, form_of
-
-    form = form_of(instance)
-    if form is Form.NESTED:
-        order = sorted(range(len(channels)), key=lambda n: instance.levels[n].blocks)
-        inside = [block_pairs(T, instance.T // instance.levels[n].blocks, instance.levels[n].blocks) for n in order]
-        total, prefix = 0, 0
-        for m, n in enumerate(order):
-            prefix += channels[n]
-            width = 2 * max(prefix, values) if padded else prefix + values
-            if m + 1 < len(order):  # pairs in one level-m block but different level-(m+1) blocks, u < t
-                total += (inside[m] - inside[m + 1]) // 2 * width
-        return total + inside[-1] * width
-    if form is Form.BAND:
-        lo, hi = max(instance.levels[0].band[0], 0), min(instance.levels[0].band[1], T - 1)
-        width = hi - lo + 1
-        chunk = min(width * -(-BAND_CHUNK // width), T)
-        return -(-T // chunk) * chunk * (chunk + hi - lo) * (sum(channels) + values)
-    return T * T * (sum(channels) + values)
-
-
-def block_pairs(T: int, length: int, blocks: int) -> int:
-    """Ordered pairs inside one block of ``length`` tokens at input length T (blocks on absolute
-    positions, the last one partial; a level of one block is global at any T)."""
-    if blocks == 1:
-        return T * T
-    return (T // length) * length * length + (T % length) ** 2
-
-
 def bench(setup: BenchSetup) -> Report:
     """Times the generated module against standard attention (and the naive form) at one size."""
-    from .codegen import attention_class
+    from .codegen import attention_class, module_flops
+    from .planner import plan
 
     torch.manual_seed(0)
     instance, heads, batch, T, repeat, device = (setup.instance, setup.heads, setup.batch, setup.length, setup.repeat,
                                                  setup.device)  # fmt: skip
     kind = getattr(torch, setup.dtype)
     sync = synchronizer(device)
-    contenders = {"generated": attention_class(setup.generated)(instance.D, heads)}
-    if setup.masked is not None:
-        contenders["naive"] = attention_class(setup.masked)(instance.D, heads)
+    generated = attention_class(setup.generated)(instance.D, heads)
+    contenders = {"generated": generated}
+    if setup.naive:
+        contenders["naive"] = NaiveAttention(generated)
     contenders["sdpa"] = StandardAttention(instance.D, heads)
     for module in contenders.values():
         module.to(device=device, dtype=kind)
@@ -229,14 +197,14 @@ def bench(setup: BenchSetup) -> Report:
     with counter, torch.no_grad():
         contenders["generated"](x)
     counted = counter.get_total_flops()
-    padded = device == "cpu" and kind != torch.float64 and hasattr(torch.ops.aten, CPU_FLASH)
     base = {"forward": forward["sdpa"], "backward": both.get("sdpa"), "decode": decode.get("sdpa")}
     rows = [
         Row(name, forward[name], both.get(name), decode.get(name), forward[name] / base["forward"],
             ratio(both.get(name), base["backward"]), ratio(decode.get(name), base["decode"]))
         for name in contenders
     ]  # fmt: skip
-    predicted = predicted_flops(instance, batch, T, heads, padded)
+    fused = kind != torch.float64 and (device != "cpu" or hasattr(torch.ops.aten, CPU_FLASH))
+    predicted = module_flops(plan(instance), heads, batch, T, fused=fused)
     achieved = counted / forward["generated"]
     return Report(instance.name, dict(instance.values), batch, T, heads, setup.dtype, device, torch.get_num_threads(),
                   setup.decode_context, rows, predicted, counted, achieved, matmul_rate(device, kind))  # fmt: skip
@@ -272,8 +240,7 @@ def decode_times(contenders, batch, context, D, device, dtype, repeat, sync) -> 
             caches = []
             for _ in range(repeat + 1):  # one filled cache per timed call (a call appends to it)
                 cache = module.new_cache(batch, context)
-                for start in range(0, context - 1, PREFILL):
-                    module(prompt[:, start : min(start + PREFILL, context - 1)], cache=cache)
+                module(prompt[:, :-1], cache=cache)
                 caches.append(cache)
             pending = iter(caches)
 

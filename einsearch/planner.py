@@ -322,11 +322,12 @@ def plan(instance: Instance, batch: int = 1, cost: Balanced = DEFAULT_COST) -> P
 
 def term_maps(levels: tuple[LevelPlan, ...]) -> dict[int, Schedule]:
     """Each level's maps: its cheapest feature-map candidate within opt_einsum's FLOPs, with one
-    split of the factors for all the levels of a term (a loop's levels share one rendering)."""
+    split of the factors for all the levels of a score line (a loop's levels share one rendering)."""
     chosen: dict[int, Schedule] = {}
-    terms: dict[int, list[LevelPlan]] = {}
-    for lp in levels:
-        terms.setdefault(lp.level.term, []).append(lp)
+    terms: dict[tuple, list[LevelPlan]] = {}
+    for lp in levels:  # a score line: its term, and its operands' axes (a loop may hold several lines)
+        line = (lp.level.term, tuple((op.role, op.axes) for op in lp.level.operands))
+        terms.setdefault(line, []).append(lp)
     for members in terms.values():
         common = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
         best = min(common, key=lambda split: sum(by_split(lp, split).estimate for lp in members))

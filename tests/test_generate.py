@@ -410,17 +410,19 @@ FLOP_SIZES = {name: [cases[0], cases[1]] for name, cases in CASES.items()}
                                            for name, sets in FLOP_SIZES.items() for n, options in enumerate(sets)])
 def test_flop_counter_equals_the_plan(name, options):
     """FlopCounterMode on a module's forward through the fused kernels (float32, CPU flash ops
-    counted with the formula PyTorch uses for its other fused attention kernels) equals what the
-    plan predicts: its maps, its partition's calls and the two projections (codegen.module_flops)."""
+    counted with the formula PyTorch uses for its other fused attention kernels), and on the plain
+    path (float64), equals what the plan predicts: its maps, its partition's calls and the two
+    projections (codegen.module_flops)."""
     from einsearch.benchmark import count_cpu_flash
     from einsearch.codegen import module_flops
 
     instance, source, _ = build(name, options)
     module = attention_class(source)(n_heads=2)
     count_cpu_flash()
-    for length in (instance.T, instance.T + 5):
-        x = torch.randn(3, length, instance.D)
+    for length, dtype in ((instance.T, torch.float32), (instance.T + 5, torch.float32), (instance.T, torch.float64)):
+        x = torch.randn(3, length, instance.D, dtype=dtype)
         with FlopCounterMode(display=False) as counter:
-            module(x)
-        predicted = module_flops(einsearch.plan(instance), heads=2, batch=3, length=length)
+            module.to(dtype)(x)
+        fused = dtype != torch.float64
+        predicted = module_flops(einsearch.plan(instance), heads=2, batch=3, length=length, fused=fused)
         assert counter.get_total_flops() == predicted

@@ -9,6 +9,7 @@ batched attention calls merged through their log-sum-exp: the same partition the
 
 from __future__ import annotations
 
+import functools
 import keyword
 import linecache
 import math
@@ -171,12 +172,14 @@ def generate(instance: Instance, heads: int = 1, name: str | None = None, comman
     return env.get_template("module.py.jinja").render(context)
 
 
-def module_flops(plan, heads: int, batch: int = 1, length: int | None = None) -> int:
+def module_flops(plan, heads: int, batch: int = 1, length: int | None = None, fused: bool = True) -> int:
     """FLOPs of a generated module's forward on ``batch`` sequences of ``length`` tokens (the
-    structure's T by default) through the fused kernels, as ``FlopCounterMode`` counts them (2 per
-    multiply-add, a fused attention call as q.k and p.v over whole rectangles): the plan's maps,
-    each call of the partition at the kernels' one head size (the query/key channels or the value
-    channels, the larger), and the value and output projections.
+    structure's T by default), as ``FlopCounterMode`` counts them (2 per multiply-add; a fused
+    attention call as q.k and p.v over whole rectangles): the plan's maps, the pairs of each call
+    of the partition, and the value and output projections. Through the ``fused`` kernels a pair
+    costs q.k and p.v at their one head size (the query/key channels or the value channels, the
+    larger); on the plain path (float64, dropout) q.k twice (a pass for the log-sum-exp, one for
+    the output) and p.v.
 
     A map step that sums no index (an outer or elementwise product) runs as a multiplication,
     which the counter does not count; the plan charges it (docs/design.md §3), so it is left out.
@@ -198,9 +201,10 @@ def module_flops(plan, heads: int, batch: int = 1, length: int | None = None) ->
             elif step.part is Part.FACTORS:
                 maps += step.flops
     tiling = plan.schedules[0].tiling
-    width = max(sum(tiling.widths), D // heads)
+    C, Dv = sum(tiling.widths), D // heads
+    per_pair = 2 * max(C, Dv) if fused else 2 * C + Dv
     pairs = sum(call_pairs(call) for call in partition(length, tiling.patterns))
-    return heads * (maps + 2 * batch * pairs * 2 * width) + 2 * (2 * batch * length * D * D)
+    return heads * (maps + 2 * batch * pairs * per_pair) + 2 * (2 * batch * length * D * D)
 
 
 def _source_lines(instance: Instance) -> list[str]:
@@ -257,9 +261,9 @@ def _cache_text(plan, heads: int) -> str:
 def _fused_lines(compiled: Compiled, single: bool) -> list:
     """The one query and one key matrix of a structure whose levels are all plain projections:
     every level's matrices side by side, each query matrix times its level's scale."""
-    queries, keys = _fused_lists(compiled)
-    if not queries:
+    if not compiled.fused:
         return []
+    queries, keys = _fused_lists(compiled)
     if single:
         return [(f"Q, K = {queries[0]}, {keys[0]}", "(H, D, C)")]
     return [(f"Q = {_joined(queries)}", "(H, D, C)"), (f"K = {_joined(keys)}", "(H, D, C)")]
@@ -278,15 +282,16 @@ def _capped_lines(compiled: Compiled) -> list[str]:
             for term in compiled.terms if not term.loop for f in term.factors]  # fmt: skip
 
 
-def loop_header(factors: list[str], levels: str, var: str, capped: bool) -> str:
+def loop_header(factors: list[str], levels: str | None, var: str, capped: bool) -> str:
     """``for level, Q, K in zip(levels, self.Q.values(), self.K.values()):`` (with the loop's
-    value too when the factors are capped, to name them)."""
-    if capped:
-        first, *rest = factors
-        lists = ", ".join([f"self.{first}.items()", *(f"self.{f}.values()" for f in rest)])
-        return f"for level, ({var}, {first}), {', '.join(rest) + ', ' if rest else ''}in zip({levels}, {lists}):"
-    lists = ", ".join(f"self.{f}.values()" for f in factors)
-    return f"for level, {', '.join(factors)} in zip({levels}, {lists}):"
+    value too when the factors are capped, to name them); a loop of several score lines counts
+    its values instead (``levels`` None): ``for n, (Q, K, ...) in enumerate(zip(...)):``."""
+    first, *rest = factors
+    names = [f"({var}, {first})" if capped else first, *rest]
+    lists = ", ".join([f"self.{first}.{'items' if capped else 'values'}()", *(f"self.{f}.values()" for f in rest)])
+    if levels is None:
+        return f"for n, ({', '.join(names)}) in enumerate(zip({lists})):"
+    return f"for level, {', '.join(names)} in zip({levels}, {lists}):"
 
 
 def _fused_lists(compiled: Compiled) -> tuple[list[str], list[str]]:
@@ -294,8 +299,6 @@ def _fused_lists(compiled: Compiled) -> tuple[list[str], list[str]]:
     queries, keys = [], []
     for term in compiled.terms:
         for score in term.scores:
-            if score.fused is None:
-                return [], []
             q, k = score.fused
             queries.append(f"*self.{q}.values()" if term.loop else f"self.{q}")
             keys.append(f"*self.{k}.values()" if term.loop else f"self.{k}")
@@ -389,15 +392,16 @@ def import_lines(code: str) -> set[int]:
     return found
 
 
-def runtime_sections() -> list[Section]:
+@functools.cache
+def runtime_sections() -> tuple[Section, ...]:
     """The runtime files as fenced sections: each file's docstring as comments, then its code
     without the imports the module makes once at its top."""
     sections = []
     for filename, title in SECTIONS:
-        text = (RUNTIME / filename).read_text()
-        _, doc, code = text.split('"""', 2)
-        lines = [line for n, line in enumerate(code.strip("\n").splitlines(), 1)
-                 if n not in import_lines(code.strip("\n"))]  # fmt: skip
+        _, doc, code = (RUNTIME / filename).read_text().split('"""', 2)
+        code = code.strip("\n")
+        imported = import_lines(code)
+        lines = [line for n, line in enumerate(code.splitlines(), 1) if n not in imported]
         sections.append(Section(title, tuple(line.rstrip() for line in doc.strip().splitlines()),
                                 "\n".join(lines).strip("\n")))  # fmt: skip
-    return sections
+    return tuple(sections)

@@ -29,7 +29,7 @@ MODULE_ATTRIBUTES = frozenset(
 )  # fmt: skip  # attributes a factor may not take (nn.Module's and the generated class's own)
 
 
-MAP_LOCALS = frozenset({"q", "k", "Q", "K", "xq", "xk", "queries", "keys", "level", "levels"})  # names maps uses
+MAP_LOCALS = frozenset({"q", "k", "xq", "xk", "queries", "keys", "level", "levels"})  # names maps uses
 
 
 @dataclass(frozen=True)

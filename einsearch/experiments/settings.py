@@ -82,12 +82,11 @@ class Training:
         the MLP 8 D^2 each) and ``extra`` parameters outside them."""
         return 4 * FLOAT * (12 * self.layers * self.width**2 + extra)
 
-    def activation_bytes(self, sequences: int, length: int, squares: int) -> int:
+    def activation_bytes(self, sequences: int, length: int) -> int:
         """What a forward and backward over ``sequences`` x ``length`` tokens keeps, at most: per
-        layer about 40 numbers a token and width (norms, maps, the MLP's 4D, their gradients) and
-        ``squares`` T x T buffers per head (``square_buffers``)."""
-        per_layer = sequences * length * (40 * self.width + self.heads * length * squares)
-        return FLOAT * self.layers * per_layer
+        layer about 40 numbers a token and width (norms, maps, the MLP's 4D, their gradients); the
+        generated modules' kernel layer keeps no T x T buffer."""
+        return FLOAT * self.layers * sequences * length * 40 * self.width
 
 
 @dataclass(frozen=True)
@@ -136,16 +135,16 @@ class IcrConfig(Training):
         run's memory are checked (EinsearchError for either)."""
         self.check()
         instance = resolve(self, self.prompt_length, "the prompt length 4d")
-        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options)))
+        check_memory(self.memory_bytes())
         return instance
 
-    def memory_bytes(self, squares: int) -> int:
+    def memory_bytes(self) -> int:
         """About the most memory the run holds at once: the model and optimizer, a training step,
         the test set (tokens, float64 copies for least squares) and its evaluation in batches."""
         T, tokens = self.prompt_length, self.d + 1
         test = self.test_prompts * T * tokens * (FLOAT + 2 * 8)
-        evaluation = self.activation_bytes(min(self.test_prompts, 250), T, squares) // 2
-        step = self.activation_bytes(self.batch, T, squares)
+        evaluation = self.activation_bytes(min(self.test_prompts, 250), T) // 2
+        step = self.activation_bytes(self.batch, T)
         return self.parameter_bytes(T * self.width + tokens * self.width) + step + test + evaluation
 
 
@@ -183,16 +182,16 @@ class LmConfig(Training):
         if self.context >= len(text.validation):
             raise OptionError("T", f"must be below the {len(text.validation):,} characters of validation text")
         instance = resolve(self, self.context, "the context length --T")
-        check_memory(self.memory_bytes(square_buffers(instance, self.generate_options), len(text.vocabulary)))
+        check_memory(self.memory_bytes(len(text.vocabulary)))
         return instance
 
-    def memory_bytes(self, squares: int, vocab: int) -> int:
+    def memory_bytes(self, vocab: int) -> int:
         """About the most memory the run holds at once: the model and optimizer and a training
         step, its logits over the vocabulary included."""
         T = self.context
         logits = 3 * FLOAT * self.batch * T * vocab
         embeddings = (vocab + T) * self.width + vocab * self.width
-        return self.parameter_bytes(embeddings) + self.activation_bytes(self.batch, T, squares) + logits
+        return self.parameter_bytes(embeddings) + self.activation_bytes(self.batch, T) + logits
 
 
 def dashed(name: str) -> str:
@@ -208,22 +207,6 @@ def resolve(config: Training, T: int, T_is: str) -> Instance:
         if fixed in config.options:
             raise OptionError(fixed, f"the experiment sets it to {what}; leave it out")
     return load(config.structure).resolve({**config.options, "T": T, "D": config.width})
-
-
-def square_buffers(instance: Instance, generate_options: dict[str, Any]) -> int:
-    """T x T buffers per head that a training step keeps in a layer, for the form of the module
-    generated for ``instance``: none for nested blocks and bands (kernels over blocks and chunks
-    of keys); logits, probabilities and a gradient for the fused form (the CPU kernel falls back to
-    them when query and value channels differ); one more per level for the masked form."""
-    from dataclasses import fields
-
-    from ..codegen import Form, Research, form_of
-
-    names = {item.name for item in fields(Research)}
-    form = form_of(instance, Research(**{k: v for k, v in generate_options.items() if k in names}))
-    if form in (Form.NESTED, Form.BAND):
-        return 0
-    return 3 + (len(instance.levels) if form is Form.MASKED else 0)
 
 
 def machine_memory() -> int | None:

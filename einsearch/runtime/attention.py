@@ -651,7 +651,7 @@ def _ring(first: int, end: int, slots: int) -> list[tuple[int, int, int]]:
 
 def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     """Write the new tokens' keys and values (the last ones a ring can hold) and
-    advance."""
+    advance. The cache keeps data, not autograd history: decoding is inference."""
     B, H, n, C = k.shape
     end = cache.length + n
     k, v = k.reshape(B * H, n, C), v.reshape(B * H, n, -1)
@@ -662,8 +662,10 @@ def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
             for start, slots, width in zip(cache.starts, cache.slots, cache.widths)
             for channel in range(width)
         ]
-        cache.rings.index_copy_(1, torch.tensor(index, device=k.device), k[:, 0])
-        cache.values[:, t % cache.values.shape[1]] = v[:, 0]
+        cache.rings.index_copy_(
+            1, torch.tensor(index, device=k.device), k[:, 0].detach()
+        )
+        cache.values[:, t % cache.values.shape[1]] = v[:, 0].detach()
         cache.length = end
         return
     rings = zip(cache.keys, k.split(cache.widths, dim=-1))
@@ -671,7 +673,7 @@ def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
         first = max(cache.length, end - buffer.shape[1])
         for slot, offset, length in _ring(first, end, buffer.shape[1]):
             at = first - cache.length + offset
-            buffer[:, slot : slot + length] = new[:, at : at + length]
+            buffer[:, slot : slot + length] = new[:, at : at + length].detach()
     cache.length = end
 
 

@@ -18,6 +18,7 @@ module runs.
 
 from collections import Counter
 from functools import lru_cache
+from itertools import pairwise
 from typing import NamedTuple
 
 
@@ -247,7 +248,7 @@ class _Cutter:
             }
         )
         strips = []
-        for a, end in zip(edges, edges[1:]):
+        for a, end in pairwise(edges):
             levels = tuple(
                 level for level, _, lo, hi, _ in self.levels if lo <= a <= hi
             )
@@ -357,9 +358,7 @@ class _Cutter:
             (t0, phases)
         )
 
-    def tile_classes(
-        self, kind: tuple, t0: int, phases: tuple
-    ) -> "set[tuple[int, ...]]":
+    def tile_classes(self, kind: tuple, t0: int, phases: tuple) -> set[tuple[int, ...]]:
         """The classes of a masked tile's pairs (the same for every tile of its kind and
         phases): the causal pairs as one bit set, split by each partly covering level's
         pairs."""
@@ -442,7 +441,7 @@ def _progressions(starts: list[int], least: int) -> list[tuple[int, int, int]]:
     """``starts`` as (first, count, stride) runs, extended at the most common gap (at
     least ``least``)."""
     starts = sorted(starts)
-    gaps = Counter(b - a for a, b in zip(starts, starts[1:]) if b - a >= least)
+    gaps = Counter(b - a for a, b in pairwise(starts) if b - a >= least)
     stride = gaps.most_common(1)[0][0] if gaps else least
     runs: list = []
     for x in starts:
