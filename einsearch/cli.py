@@ -245,7 +245,7 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 @click.option("--logit-scale", type=click.Choice(["structure", "sqrt", "inverse"]), default="structure",
               show_default=True, help="Each level's logit scale: the structure's, 1 / sqrt(channels), or "
               "1 / channels (muP).")
-@click.option("--rms-cap", is_flag=True, help="Scale each factor down to the RMS of its initialisation on every forward.")
+@click.option("--rms-cap", is_flag=True, help="Scale each factor down to its initial RMS on every forward.")
 @click.option("--separate-softmax", is_flag=True,
               help="One softmax per sequence pattern, outputs added (the research form of global + window).")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")

@@ -324,15 +324,20 @@ def term_maps(levels: tuple[LevelPlan, ...]) -> dict[int, Schedule]:
     """Each level's maps: its cheapest feature-map candidate within opt_einsum's FLOPs, with one
     split of the factors for all the levels of a score line (a loop's levels share one rendering)."""
     chosen: dict[int, Schedule] = {}
-    terms: dict[tuple, list[LevelPlan]] = {}
-    for lp in levels:  # a score line: its term, and its operands' axes (a loop may hold several lines)
-        line = (lp.level.term, tuple((op.role, op.axes) for op in lp.level.operands))
-        terms.setdefault(line, []).append(lp)
+    terms: dict[tuple, list[LevelPlan]] = {}  # the levels of each score line
+    for lp in levels:
+        terms.setdefault(score_line(lp.level), []).append(lp)
     for members in terms.values():
         common = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
         best = min(common, key=lambda split: sum(by_split(lp, split).estimate for lp in members))
         chosen.update({lp.level.number: by_split(lp, best) for lp in members})
     return chosen
+
+
+def score_line(level: Level) -> tuple:
+    """Which score line of the structure a level comes from: its term, and its operands' axes (a
+    loop may hold several lines). The levels of a line share one split of their factors."""
+    return level.term, tuple((op.role, op.axes) for op in level.operands)
 
 
 def feature_maps(lp: LevelPlan) -> list[Schedule]:
@@ -641,6 +646,37 @@ def member_maps(schedule: Schedule, number: int) -> tuple[list[Step], Tensor, Te
     return steps, own(q), own(k)
 
 
+PARTITION_LIMIT = 1 << 16  # the longest sequence cut into calls; past it, pairs in closed form
+
+
+def level_pairs(T: int, patterns: tuple[Pattern, ...]) -> tuple[int, ...]:
+    """For each level, the pairs of the partition's calls it takes part in: its pair FLOPs are
+    2 x its channels x these (the calls sum their levels' channels). Past ``PARTITION_LIMIT`` the
+    partition is not cut (its cuts grow with T): each level's causal pairs, in closed form, which
+    the calls exceed by their diagonal squares and edge tiles only. Kept in the plan cache."""
+
+    def count() -> tuple[int, ...]:
+        if T > PARTITION_LIMIT:
+            return tuple(causal_pairs(pattern, T) for pattern in patterns)
+        pairs = [0] * len(patterns)
+        for call in partition(T, patterns):
+            for level in call.levels:
+                pairs[level] += call_pairs(call)
+        return tuple(pairs)
+
+    return memo(("level pairs", T, patterns), count)
+
+
+def causal_pairs(pattern: Pattern, T: int) -> int:
+    """The pairs u <= t a run-time pattern scores in a T-token sequence, in closed form."""
+    from .sequence import SequencePattern
+
+    length, lo, hi = pattern
+    blocks = 1 if length is None else T // length
+    band = None if lo is None and hi is None else (lo if lo is not None else -T, hi if hi is not None else T)
+    return SequencePattern(blocks, band).causal_count(T)
+
+
 def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batch: int) -> Schedule:
     """Every level's maps, concatenated (each level's scale folded into its query channels), then
     one ATTEND step per call of the partition of the causal pairs by the levels that cover them."""
@@ -661,6 +697,17 @@ def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batc
     steps.append(Step(Op.CONCAT, tuple(ends[0]), q, 0, Part.QUERY, 0, tuple(lp.level.scale for lp in levels)))
     steps.append(Step(Op.CONCAT, tuple(ends[1]), k, 0, Part.KEY, 0, (1.0,) * len(levels)))
     patterns = tuple(lp.level.pattern.at(T) for lp in levels)
+    numbers = tuple(lp.level.number for lp in levels)
+    interfaces = tuple((n, tuple(f"{i}@{n}" for i in dict(maps[n].interfaces)[n])) for n in numbers)
+    if T > PARTITION_LIMIT:  # pairs in closed form: one step per level, its causal pairs
+        tiling = Tiling(patterns, tuple(widths), ())
+        scores = [Tensor(f"s{n}", ("n", "s", "s'")) for n in numbers]
+        sizes["s'"] = T
+        for n, width, pairs, output in zip(numbers, widths, level_pairs(T, patterns), scores):
+            steps.append(Step(Op.ATTEND, (q, k), output, 2 * batch * pairs * width, Part.PAIRS, n, call=-1))
+        name = f"each level's causal pairs, counted in closed form (T > {PARTITION_LIMIT:,}: no partition cut)"
+        return Schedule(Kind.PARTITION, name, numbers, tuple(steps), Layout.TILED, FrozenMap(sizes), tuple(scores),
+                        (1.0,) * len(scores), tiling=tiling, interfaces=interfaces)  # fmt: skip
     tiling = Tiling(patterns, tuple(widths), partition(T, patterns))
     scores = []
     for n, call in enumerate(tiling.calls):
@@ -670,8 +717,6 @@ def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batc
         flops = 2 * batch * call_pairs(call) * tiling.channels(call)
         steps.append(Step(Op.ATTEND, (q, k), output, flops, Part.PAIRS, call=n))
         scores.append(output)
-    numbers = tuple(lp.level.number for lp in levels)
-    interfaces = tuple((n, tuple(f"{i}@{n}" for i in dict(maps[n].interfaces)[n])) for n in numbers)
     return Schedule(Kind.PARTITION, f"{len(tiling.calls)} batched attention calls over the levels' maps", numbers,
                     tuple(steps), Layout.TILED, FrozenMap(sizes), tuple(scores), (1.0,) * len(scores),
                     tiling=tiling, interfaces=interfaces)  # fmt: skip

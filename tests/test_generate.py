@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +69,7 @@ def frozen(options: dict) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generated(name: str, options: tuple, heads: int, research: tuple) -> str:
     """Each source once per test session (generating describes the structure, which takes a while)."""
     instance = einsearch.load(name).resolve({k: list(v) if isinstance(v, tuple) else v for k, v in options})
@@ -169,12 +168,13 @@ OPTION_SETS = {
     "tt": [{"D": 24, "T": 16, "a": 2, "b": 3, "s": 2}, {"D": 8, "T": 8, "a": 2, "b": 2, "s": 1},
            {"D": 12, "T": 4, "a": 3, "b": 2, "s": 3}, {"D": 16, "T": 8, "a": 4, "b": 2, "s": 1},
            {"D": 18, "T": 8, "a": 3, "b": 3, "s": 2}],
-    "bilinear-mlr": [{"D": 16, "T": 8, "levels": 3, "ranks": [3, 2, 1]}, {"D": 8, "T": 8, "levels": 2, "ranks": [2, 2]},
-                     {"D": 12, "T": 16, "levels": 1, "ranks": [5]}, {"D": 16, "T": 4, "levels": 4, "ranks": [1, 1, 1, 1]},
+    "bilinear-mlr": [{"D": 16, "T": 8, "levels": 3, "ranks": [3, 2, 1]},
+                     {"D": 8, "T": 8, "levels": 2, "ranks": [2, 2]}, {"D": 12, "T": 16, "levels": 1, "ranks": [5]},
+                     {"D": 16, "T": 4, "levels": 4, "ranks": [1, 1, 1, 1]},
                      {"D": 24, "T": 8, "levels": 3, "ranks": [4, 4, 2]}],
-    "mlr": [{"D": 16, "T": 16, "levels": 3, "ranks": [4, 2, 1]}, {"D": 8, "T": 32, "levels": 5, "ranks": [2, 2, 1, 1, 1]},
-            {"D": 12, "T": 8, "levels": 2, "ranks": [3, 3]}, {"D": 10, "T": 16, "levels": 1, "ranks": [4]},
-            {"D": 6, "T": 24, "levels": 3, "ranks": [2, 1, 1]}],
+    "mlr": [{"D": 16, "T": 16, "levels": 3, "ranks": [4, 2, 1]},
+            {"D": 8, "T": 32, "levels": 5, "ranks": [2, 2, 1, 1, 1]}, {"D": 12, "T": 8, "levels": 2, "ranks": [3, 3]},
+            {"D": 10, "T": 16, "levels": 1, "ranks": [4]}, {"D": 6, "T": 24, "levels": 3, "ranks": [2, 1, 1]}],
     "swa": [{"D": 12, "T": 16, "r": 3, "window": 4}, {"D": 8, "T": 8, "r": 2, "window": 0},
             {"D": 6, "T": 32, "r": 6, "window": 31}, {"D": 10, "T": 8, "r": 1, "window": 2},
             {"D": 16, "T": 12, "r": 4, "window": 100}],
@@ -182,8 +182,10 @@ OPTION_SETS = {
                    {"D": 6, "T": 32, "rg": 3, "rw": 3, "window": 7}, {"D": 10, "T": 8, "rg": 4, "rw": 1, "window": 1},
                    {"D": 16, "T": 12, "rg": 2, "rw": 5, "window": 20}],
 }  # fmt: skip
-USER_OPTION_SETS = {"kronecker_sum": [{"T": 16, "D": 12, "a": 3}, {"T": 8, "D": 20, "a": 5}],
-                    "local_kron": [{"T": 16, "D": 12, "a": 2, "p": 2}, {"T": 24, "D": 8, "a": 4, "r": 2, "p": 3}]}  # fmt: skip
+USER_OPTION_SETS = {
+    "kronecker_sum": [{"T": 16, "D": 12, "a": 3}, {"T": 8, "D": 20, "a": 5}],
+    "local_kron": [{"T": 16, "D": 12, "a": 2, "p": 2}, {"T": 24, "D": 8, "a": 4, "r": 2, "p": 3}],
+}
 
 
 def option_params() -> list:
@@ -358,7 +360,7 @@ def test_rms_cap(name):
     instance, _, capped = build(name, CASES[name][0], rms_cap=True)
     _, _, plain = build(name, CASES[name][0])
     with torch.no_grad():
-        for n, (name_, factor) in enumerate(capped.factors().items()):
+        for n, factor in enumerate(capped.factors().values()):
             factor.mul_(3.0 if n % 2 == 0 else 0.5)
     plain.load_state_dict(capped.state_dict())
     with torch.no_grad():

@@ -2,9 +2,9 @@
 
 The plan is the only place that decides how a level is computed; these counts add up its steps
 by part (docs/design.md §4): the token maps, the factor products done once per head, the pair
-products. ``scored_pairs`` is what the same maps cost with one dot product per pair the pattern
-actually scores; it differs from the plan's total only where the plan computes more pairs than
-it keeps (a band in chunks, a masked product). What a level adds to decoding (its maps, its
+products. ``scored_pairs`` is what the same maps cost with one dot product per causal pair (u <= t)
+the pattern scores; the plan's total is at least that, its calls computing whole rectangles
+(each causal square whole, a masked tile once per class it holds). What a level adds to decoding (its maps, its
 channels) and the bytes of a decoding cache are stated here once (``level_counts``,
 ``cache_bytes_per_token``); search and the generated modules' docstrings use them.
 """
@@ -27,8 +27,8 @@ class Flops:
     per_token: int  # map one query token and one key token through their factors (all levels)
     factors: int  # factor-only products of the maps, once per head (0 unless the plan multiplies factors first)
     per_pair: float  # the plan's pair products, mean over all T x T pairs
-    score: int  # all T x T scores of one sequence, as the plan computes them
-    scored_pairs: int  # the maps, then one dot product per pair the pattern scores
+    score: int  # all the scores of one sequence, as the plan computes them
+    scored_pairs: int  # the maps, then one dot product per causal pair (u <= t) the pattern scores
 
 
 def params(instance: Instance) -> int:
@@ -41,18 +41,11 @@ def interface_sizes(schedule: Schedule) -> dict[int, int]:
     return {number: math.prod(schedule.sizes[i] for i in indices) for number, indices in schedule.interfaces}
 
 
-def dot_flops(schedule: Schedule, number: int, size):
-    """FLOPs one pair of level ``number`` costs in the fused ``schedule``, ``size`` its interface
-    size (a number or a formula): a dot product, 2 per multiply-add; but a level alone whose maps
-    share no index is scored by one multiply per pair (an outer product, docs/design.md §3). Levels
-    sharing a pair product always sum over their concatenated channels."""
-    alone_without_interface = len(schedule.levels) == 1 and not dict(schedule.interfaces)[number]
-    return 1 if alone_without_interface else 2 * size
-
-
 def pair_flops(schedule: Schedule) -> dict[int, int]:
-    """``dot_flops`` of every level of a fused schedule."""
-    return {number: dot_flops(schedule, number, size) for number, size in interface_sizes(schedule).items()}
+    """FLOPs one pair of each level of a fused schedule costs: a dot product over its interface,
+    2 per multiply-add (the partition's calls run attention over the channels of their levels,
+    one channel for maps that share no index)."""
+    return {number: 2 * size for number, size in interface_sizes(schedule).items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +76,7 @@ def level_counts(plan: Plan) -> list[LevelCounts]:
         form = schedule if schedule.fused else next(s for s in lp.candidates if s.fused)
         maps = sum(s.flops for s in form.steps if s.level == n and s.part in (Part.QUERY, Part.KEY))
         channels = interface_sizes(form)[n]
-        pair = (
-            dot_flops(schedule, n, channels) if schedule.fused else schedule.flops // max(1, lp.level.pattern.count(T))
-        )
+        pair = 2 * channels if schedule.fused else schedule.flops // max(1, lp.level.pattern.count(T))
         found.append(LevelCounts(maps, channels, pair))
     return found
 
@@ -133,5 +124,5 @@ def plan_flops(plan: Plan) -> Flops:
             scored += schedule.flops
             continue
         for number, flops in pair_flops(schedule).items():
-            scored += instance.levels[number - 1].pattern.count(T) * flops
+            scored += instance.levels[number - 1].pattern.causal_count(T) * flops
     return Flops(maps // T, factors, pairs / T**2, plan.flops, scored)

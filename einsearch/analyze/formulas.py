@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from ..expr import Call, to_sympy, walk
 from ..planner import Part, Plan, Schedule, Step, fresh
 from ..structure import Instance, Level, LoopRange, symbol_order
-from .counts import dot_flops
 
 
 @dataclass(frozen=True)
@@ -112,26 +111,20 @@ def step_sizes(level: Level, schedule: Schedule, sizes: dict) -> dict:
 
 
 def pair_formula(level: Level, sizes: dict, T, band) -> object:
-    """Pairs the level scores: T^2 / blocks, or the band's sum of (T - |t - u|) over its diagonals."""
+    """Causal pairs (u <= t) the level scores: T (T / blocks + 1) / 2 in equal blocks, or the
+    band's sum of T - d over its diagonals t - u = d >= 0."""
     import sympy
 
     if level.band is None:
-        return T**2 / math.prod(sizes[i] for i in level.block_indices)
+        blocks = math.prod(sizes[i] for i in level.block_indices)
+        return T * (T / blocks + 1) / 2
     lo, hi = band
     n = math.prod(level.sizes[i] for i in level.query.axes[0])  # T at this instance
-    if level.band[0] > n - 1 or level.band[1] < 1 - n:
-        return sympy.Integer(0)  # the band misses every pair
+    if level.band[1] < 0 or level.band[0] > n - 1:
+        return sympy.Integer(0)  # the band keeps no causal pair
     if level.band[1] > n - 1:  # diagonals past the sequence hold no pairs: stop at T - 1
         hi = T - 1
-    if level.band[0] < 1 - n:
-        lo = 1 - T
-    total = sympy.Integer(0)
-    if level.band[1] >= 0:  # diagonals t - u = d >= 0 hold T - d pairs
-        start = 0 if level.band[0] < 0 else lo
-        total += _diagonals(T, start, hi)
-    if level.band[0] < 0:  # and t - u = -d, d > 0, as many
-        total += _diagonals(T, 1 if level.band[1] >= 0 else -hi, -lo)
-    return total
+    return _diagonals(T, 0 if level.band[0] < 0 else lo, hi)
 
 
 def _diagonals(T, first, last):
@@ -174,7 +167,7 @@ def level_counts(level: Level, schedule: Schedule, env: dict) -> dict[str, objec
         )
         band = tuple(to_sympy(e, local) for e in level.symbolic.band)
     size = math.prod((symbolic[i] for i in interface), start=sympy.Integer(1))
-    counts["pairs"] = pair_formula(level, sizes, T, band) * dot_flops(schedule, level.number, size)
+    counts["pairs"] = pair_formula(level, sizes, T, band) * 2 * size
     return counts
 
 

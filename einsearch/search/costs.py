@@ -1,12 +1,12 @@
 """A candidate's numbers: each level's counts from its plan (once per level up to names), summed.
 
-Every number is the one ``describe`` and ``plan`` print (docs/design.md §4): a level's counts come
-from the planner (its chosen schedule, ``analyze.counts.level_counts``) and from its sequence
-pattern; a candidate adds its levels' counts, and takes its rank bounds from ``analyze.rank``.
-Levels that the plan groups (§4 ``SHARED_PAIRS``, ``NESTED_BLOCKS``) spend exactly their own
-FLOPs when each keeps its own feature maps; where a group could change that, or where levels
-share a factor, the candidate is planned whole (``planned``) and the same functions read that
-plan.
+Every number is the one ``describe`` and ``plan`` print (docs/design.md §4): a level's maps and
+channels come from the planner (its cheapest feature-map split) and its counts from its sequence
+pattern; a candidate adds its levels' maps and the pairs of its partition (``planner.level_pairs``:
+each level's channels times the pairs of the calls it takes part in), and takes its rank bounds
+from ``analyze.rank``. Where the levels of one score line would split their factors differently
+alone (the plan gives a line one split), or where levels share a factor, the candidate is planned
+whole (``planned``) and the same functions read that plan.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from ..analyze.counts import LevelCounts, cache_bytes, level_counts, params
 from ..analyze.pattern import near_pairs
 from ..analyze.rank import LevelRank, bounds, level_rank, level_ranks, pair_ranks
 from ..canonical import Canonical, canonical
-from ..planner import Plan, canonical_plan, memo, pair_ready, plan
-from ..sequence import nested_chain
+from ..planner import Plan, canonical_plan, level_pairs, memo, plan, score_line, term_maps
 from ..structure import Instance, Level
 
 
@@ -30,7 +29,7 @@ class LevelCost(NamedTuple):
     """What one level adds to a candidate, one head, at the search's T (a tuple: a candidate's
     levels transpose into columns at C speed, the summed ones first)."""
 
-    flops: int  # its own chosen schedule
+    flops: int  # its query and key maps over the T tokens and its factor products (its own split)
     maps: int  # its query and key maps over the T tokens, in the feature-map form
     pair_flops: int  # FLOPs per pair x pairs scored
     near_flops: int  # the same over the pairs with |t - u| <= T/8
@@ -38,15 +37,14 @@ class LevelCost(NamedTuple):
     key_slots: int  # key channels x keys its decoding cache keeps
     params: int
     local: bool  # it leaves some pair unscored (blocks or a band)
-    regroup: bool  # a group would take its maps from another schedule than its own choice
     slots: int  # keys its decoding cache keeps
     rank: LevelRank
+    channels: int  # the query/key channels its pairs contract
+    line: tuple  # its score line (``planner.score_line``) and its own split of the factors
     form: tuple  # the level up to relabelling (``feature_form``) with its pattern: what duplicates share
-    ready: int | None  # FLOPs of the schedule a group would take its maps from (None: it joins no group)
-    whole: int  # FLOPs of the level as one einsum (a group may not exceed its members' sum)
 
 
-SUMMED = 9  # the first nine fields add up over a candidate's levels; ``combine`` reads slots, then rank, next
+SUMMED = 8  # the first eight fields add up over a candidate's levels; ``combine`` reads slots, rank, channels, line
 
 
 class Costs(NamedTuple):
@@ -81,47 +79,45 @@ def _level_cost(form: Canonical, T: int) -> LevelCost:
     level, lp = form.level, canonical_plan(form, T, keep=False)
     D = math.prod(level.sizes[i] for i in level.query.axes[1])
     alone = Instance("level", {"T": T, "D": D}, (level,))
-    (counts,) = level_counts(Plan(alone, 1, (lp,), (lp.chosen,)))
-    ready = pair_ready(lp)
-    return counted(level, counts, lp.chosen.flops, params(alone), level_rank(level, T), T,
-                   ready=None if level.band is not None or ready is None else ready.flops,
-                   alone=level.band is not None or ready is None or ready is lp.chosen,
-                   whole=lp.opt_einsum.flops)  # fmt: skip
+    maps = term_maps((lp,))[level.number]
+    (counts,) = level_counts(Plan(alone, 1, (lp,), (maps,), (maps,)))
+    return counted(level, counts, maps.flops, params(alone), level_rank(level, T), T, maps.split)
 
 
 def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: LevelRank, T: int,
-            ready: int | None = None, alone: bool = True, whole: int = 0) -> LevelCost:  # fmt: skip
+            split: tuple = ()) -> LevelCost:  # fmt: skip
     """A level's ``LevelCost`` from its counts in a plan and its pattern."""
     pattern = level.pattern
     slots = pattern.span(T)
     return LevelCost(
         flops=flops,
         maps=counts.maps,
-        pair_flops=counts.pair * pattern.count(T),
+        pair_flops=counts.pair * pattern.causal_count(T),
         near_flops=counts.pair * near_pairs(pattern, T),
         decode=counts.decode(pattern, T),
         key_slots=counts.channels * slots,
         params=n_params,
         local=pattern.blocks > 1 or pattern.band is not None,
-        regroup=not alone,
         slots=slots,
         rank=rank,
+        channels=counts.channels,
+        line=(score_line(level), split),
         form=(pattern, feature_form(level)),
-        ready=ready,
-        whole=whole,
     )
 
 
 def combine(levels: Sequence[LevelCost], T: int, D: int, covered: float) -> Costs | None:
-    """The candidate's numbers from its levels' counts; None when grouping levels could change the
-    plan's FLOPs (a level whose grouped maps differ from its own choice): then plan it whole.
-    ``covered``: the share of the causal pairs some level scores (``Shared.covered``)."""
-    columns = zip(*levels)  # built lazily: the fields past ``rank`` are never transposed
-    flops, maps, pair, near, decode, key_slots, params, local, regroup = map(sum, islice(columns, SUMMED))
-    if regroup and regrouped(levels):
+    """The candidate's numbers from its levels' counts and its partition's pairs; None when the
+    levels of a score line split their factors differently alone (the plan gives a line one
+    split): then plan it whole. ``covered``: the share of the causal pairs some level scores."""
+    columns = zip(*levels)  # built lazily: the fields past ``line`` are never transposed
+    flops, maps, pair, near, decode, key_slots, params, local = map(sum, islice(columns, SUMMED))
+    slots, ranks, channels, lines = max(next(columns)), next(columns), next(columns), next(columns)
+    if len(dict(lines)) != len(set(lines)):  # a line with two splits
         return None
-    slots = max(next(columns))
-    near_rank, far_rank = pair_ranks(next(columns), D)
+    pairs = level_pairs(T, tuple(rank.pattern.at(T) for rank in ranks))
+    flops += 2 * sum(width * count for width, count in zip(channels, pairs))
+    near_rank, far_rank = pair_ranks(ranks, D)
     return Costs._make((flops, params, near_rank, far_rank, covered, near / pair if pair else 0.0, decode, key_slots,
                         slots, maps // T, not local))  # fmt: skip
 
@@ -130,24 +126,6 @@ def rank_bound(levels: Sequence[LevelCost], T: int, D: int) -> int:
     """describe's rank bound of a candidate whose levels have factors of their own (``analyze.rank``):
     of M for a feature structure, else of the T x T scores. Asked of the listed candidates only."""
     return min(bounds([c.rank for c in levels], T, D, not any(c.local for c in levels)).values())
-
-
-def regrouped(levels: Sequence[LevelCost]) -> bool:
-    """Whether the plan might group a level whose group maps cost other FLOPs than its own choice:
-    a group (``planner.shared_pairs``, ``planner.nested_blocks``) with such a member that is not
-    already ruled out by costing more FLOPs than its members as one einsum each."""
-    ready = [c for c in levels if c.ready is not None]
-    if len(ready) < 2:
-        return False
-    groups: dict[int, list[LevelCost]] = {}
-    for c in ready:
-        groups.setdefault(c.rank.pattern.blocks, []).append(c)
-    chain = [ready[n] for n in nested_chain([c.rank.pattern for c in ready])]
-    for members in (*groups.values(), chain):
-        if len(members) > 1 and any(c.regroup for c in members):
-            if sum(c.ready for c in members) <= sum(c.whole for c in members):
-                return True
-    return False
 
 
 def planned(instance: Instance, covered: float) -> Costs:
