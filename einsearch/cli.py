@@ -237,17 +237,34 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
-@click.option("--normalize", type=click.Choice(["none", "levels", "coverage"]), default="none", show_default=True,
-              help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.")
-@click.option("--qk-norm", type=click.Choice(["none", "pooled", "level", "key"]), default="none", show_default=True,
-              help="Weight-only LayerNorm over each head's query and key channels: all levels together, one per "
-              "level, or the key map only (the research BTT).")
-@click.option("--logit-scale", type=click.Choice(["structure", "sqrt", "inverse"]), default="structure",
-              show_default=True, help="Each level's logit scale: the structure's, 1 / sqrt(channels), or "
-              "1 / channels (muP).")
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "levels", "coverage"]),
+    default="none",
+    show_default=True,
+    help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.",
+)
+@click.option(
+    "--qk-norm",
+    type=click.Choice(["none", "pooled", "level", "key"]),
+    default="none",
+    show_default=True,
+    help="Weight-only LayerNorm over each head's query and key channels: all levels together, one per "
+    "level, or the key map only (the research BTT).",
+)
+@click.option(
+    "--logit-scale",
+    type=click.Choice(["structure", "sqrt", "inverse"]),
+    default="structure",
+    show_default=True,
+    help="Each level's logit scale: the structure's, 1 / sqrt(channels), or 1 / channels (muP).",
+)
 @click.option("--rms-cap", is_flag=True, help="Scale each factor down to its initial RMS on every forward.")
-@click.option("--separate-softmax", is_flag=True,
-              help="One softmax per sequence pattern, outputs added (the research form of global + window).")
+@click.option(
+    "--separate-softmax",
+    is_flag=True,
+    help="One softmax per sequence pattern, outputs added (the research form of global + window).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
 def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,

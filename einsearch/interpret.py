@@ -77,12 +77,10 @@ def positions(blocks: Blocks, device=None) -> torch.Tensor:
 def attend(q: torch.Tensor, k: torch.Tensor, tiling: Tiling, call: Call) -> torch.Tensor:
     """One call's logits s[n, g, t, u]: its query ranges against its key ranges, with the channels of
     its levels only."""
-    keep = torch.zeros(q.shape[-1], dtype=q.dtype, device=q.device)
-    ends = [sum(tiling.widths[: level + 1]) for level in range(len(tiling.widths))]
-    for level in call.levels:
-        keep[ends[level] - tiling.widths[level] : ends[level]] = 1
+    starts = [sum(tiling.widths[:level]) for level in range(len(tiling.widths))]
+    channels = [c for level in call.levels for c in range(starts[level], starts[level] + tiling.widths[level])]
     queries, keys = positions(call.queries, q.device), positions(call.keys, q.device)
-    return (q[:, queries] * keep) @ k[:, keys].transpose(-1, -2)
+    return q[:, queries][..., channels] @ k[:, keys][..., channels].transpose(-1, -2)
 
 
 def tiles_dense(scores: torch.Tensor, tiling: Tiling, call: Call, T: int) -> torch.Tensor:

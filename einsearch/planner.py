@@ -328,8 +328,7 @@ def term_maps(levels: tuple[LevelPlan, ...]) -> dict[int, Schedule]:
     for lp in levels:
         terms.setdefault(score_line(lp.level), []).append(lp)
     for members in terms.values():
-        common = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
-        best = min(common, key=lambda split: sum(by_split(lp, split).estimate for lp in members))
+        best = min(line_splits(members), key=lambda split: sum(by_split(lp, split).estimate for lp in members))
         chosen.update({lp.level.number: by_split(lp, best) for lp in members})
     return chosen
 
@@ -348,9 +347,19 @@ def feature_maps(lp: LevelPlan) -> list[Schedule]:
     ]
 
 
+def line_splits(members: list[LevelPlan]) -> set:
+    """The splits a score line's levels can share: those within opt_einsum's FLOPs for every
+    level, else any split every level has (putting all factors on one side always is one)."""
+    within = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
+    return within or set.intersection(
+        *({s.split for s in lp.candidates if s.kind is Kind.FEATURE_MAPS} for lp in members)
+    )
+
+
 def by_split(lp: LevelPlan, split) -> Schedule:
     """The level's cheapest feature-map candidate with this split of its factors."""
-    return next(s for s in feature_maps(lp) if s.split == split)
+    ranked = feature_maps(lp) + [s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS]
+    return next(s for s in ranked if s.split == split)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,8 +624,16 @@ class LevelNetwork:
             ]
             name = f"{label}, band in chunks of {chunk}"
             found.append(
-                self.schedule(Kind.FEATURE_MAPS, name, steps, Layout.BAND, sizes, band=band, interfaces=interface,
-                              split=(tuple(query_ids), tuple(key_ids)))  # fmt: skip
+                self.schedule(
+                    Kind.FEATURE_MAPS,
+                    name,
+                    steps,
+                    Layout.BAND,
+                    sizes,
+                    band=band,
+                    interfaces=interface,
+                    split=(tuple(query_ids), tuple(key_ids)),
+                )  # fmt: skip
             )
         return found
 
@@ -717,7 +734,9 @@ def tiled(levels: tuple[LevelPlan, ...], maps: dict[int, Schedule], T: int, batc
         flops = 2 * batch * call_pairs(call) * tiling.channels(call)
         steps.append(Step(Op.ATTEND, (q, k), output, flops, Part.PAIRS, call=n))
         scores.append(output)
-    return Schedule(Kind.PARTITION, f"{len(tiling.calls)} batched attention calls over the levels' maps", numbers,
+    calls = len(tiling.calls)
+    name = f"{calls} batched attention call{'s' * (calls != 1)} over the levels' maps"
+    return Schedule(Kind.PARTITION, name, numbers,
                     tuple(steps), Layout.TILED, FrozenMap(sizes), tuple(scores), (1.0,) * len(scores),
                     tiling=tiling, interfaces=interfaces)  # fmt: skip
 

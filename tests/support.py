@@ -5,6 +5,8 @@ Kept here once (not in each test file) so that a size table or a helper has one 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -56,11 +58,47 @@ def random_case(name: str, batch: int = 2):
     return instance, factors, xs, torch_factors, torch.from_numpy(np.stack(xs))
 
 
-def charge(step: Step, sizes) -> int:
+def causal_pairs(T: int, blocks: int, band: tuple[int, int] | None) -> int:
+    """Pairs u <= t a level scores: L(L + 1)/2 in each of its blocks of L = T / blocks tokens, or
+    the diagonals 0 <= t - u <= hi of its band."""
+    if band is None:
+        length = T // blocks
+        return blocks * length * (length + 1) // 2
+    assert blocks == 1, "no catalog level has both blocks and a band"
+    return band_pairs(T, max(band[0], 0), band[1])
+
+
+def band_pairs(T: int, lo: int, hi: int) -> int:
+    """Pairs with lo <= t - u <= hi: T - |d| of them on each diagonal d, |d| < T."""
+    lo, hi = max(lo, 1 - T), min(hi, T - 1)
+    below = sum_of_lengths(T, max(lo, 0), hi) if hi >= 0 else 0  # diagonals d >= 0
+    above = sum_of_lengths(T, max(-hi, 1), -lo) if lo < 0 else 0  # diagonals d < 0, by |d|
+    return below + above
+
+
+def sum_of_lengths(T: int, first: int, last: int) -> int:
+    """Sum of T - d for d = first..last."""
+    return 0 if last < first else (last - first + 1) * (2 * T - first - last) // 2
+
+
+def charge(step: Step, schedule: Schedule) -> int:
     """docs/design.md §3, worked out from a step's tensors and index sizes alone (exact integers):
     over every index the step touches, 2 per element for a pairwise step that sums an index, 1 for
     one that only multiplies, 1 for a lone operand that is summed, 0 for one already in shape and
-    for the steps that only move data."""
+    for the steps that only move data. An attention call: 2 per element of its score rectangles
+    per channel of its levels; past the partition's limit, 2 per causal pair per channel."""
+    sizes = schedule.sizes
+    if step.op is Op.ATTEND:
+        tiling = schedule.tiling
+        if step.call >= 0:
+            channels = tiling.channels(tiling.calls[step.call])
+            return 2 * channels * math.prod(sizes[i] for i in step.output.indices)
+        index = schedule.levels.index(step.level)
+        length, lo, hi = tiling.patterns[index]
+        T = sizes["s"]
+        band = None if lo is None and hi is None else (lo if lo is not None else -T, hi if hi is not None else T)
+        blocks = 1 if length is None else T // length
+        return 2 * sizes["n"] * tiling.widths[index] * causal_pairs(T, blocks, band)
     if step.op is not Op.CONTRACT:
         return 0
     touched = {i for t in step.inputs for i in t.indices} | set(step.output.indices)
@@ -75,7 +113,7 @@ def charge(step: Step, sizes) -> int:
 
 def charged(schedules) -> int:
     """The §3 charge of every step of ``schedules``."""
-    return sum(charge(step, schedule.sizes) for schedule in schedules for step in schedule.steps)
+    return sum(charge(step, schedule) for schedule in schedules for step in schedule.steps)
 
 
 def chain_text(n: int, D: int, T: int = 8) -> str:

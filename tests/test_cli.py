@@ -94,9 +94,10 @@ def test_plan_json():
     data = run_json("plan", "swa", "--T", "512", "--window", "64", "--B", "2")
     assert data["batch"] == 2
     assert data["flops"] <= data["opt_einsum_flops"] <= data["naive_flops"]
-    assert data["flops"] == sum(level["chosen"]["flops"] for level in data["levels"])
-    steps = data["levels"][0]["chosen"]["steps"]
-    assert data["levels"][0]["chosen"]["flops"] == sum(step["flops"] for step in steps)
+    assert data["flops"] == sum(schedule["flops"] for schedule in data["schedules"])
+    steps = data["schedules"][0]["steps"]
+    assert data["schedules"][0]["flops"] == sum(step["flops"] for step in steps)
+    assert [step["op"] for step in steps].count("attend") == 3  # the band's tiles, in three batched calls
     macs = run_json("plan", "swa", "--T", "512", "--window", "64", "--B", "2", "--macs")
     assert macs["flops"] * 2 == data["flops"]
 

@@ -382,8 +382,68 @@ def test_normalize_levels():
     check_decoding(module, x, steps=(1,))
 
 
+def level_logits(module, x: torch.Tensor, levels) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed logits of some of a module's levels (its own scales and QK maps) and, per pair,
+    how many of them cover it (u <= t only)."""
+    T = x.shape[1]
+    t, u = np.arange(T)[:, None], np.arange(T)[None, :]
+    q, k = module.qk(x)
+    qs, ks = q.split(module.widths, -1), k.split(module.widths, -1)
+    logits, count = 0, np.zeros((T, T), dtype=int)
+    for n in levels:
+        covered = module_covers(module.levels[n].pattern, t, u) & (u <= t)
+        logits = logits + (qs[n] @ ks[n].transpose(-1, -2)) * torch.from_numpy(covered)
+        count += covered
+    return logits, torch.from_numpy(count)
+
+
+def attend(module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The heads' outputs for given (B, H, T, T) logits, before the output projection: softmax
+    (rows with no key give zeros), then the values."""
+    B, T, D = x.shape
+    v = module.v_proj(x).view(B, T, module.n_heads, -1).transpose(1, 2)
+    out = torch.softmax(logits, dim=-1).nan_to_num(0.0) @ v
+    return out.transpose(1, 2).reshape(B, T, D)
+
+
+@pytest.mark.parametrize("name", ["global-swa", "mlr"])
+def test_normalize_coverage(name):
+    """Each pair's logit divided by the number of levels that cover it (1 or 2 for global + window,
+    every level for the pairs of MLR's smallest blocks), through the fused kernels, the plain path
+    and decoding."""
+    instance, _, module = build(name, CASES[name][0], normalize="coverage")
+    x = torch.randn(2, 19, instance.D, dtype=torch.float64)
+    logits, count = level_logits(module, x, range(len(module.levels)))
+    expected = (logits / count.clamp(min=1)).masked_fill(count == 0, float("-inf"))
+    torch.testing.assert_close(module.scores(x), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(module(x), module.o_proj(attend(module, x, expected)), rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        fused = module.float()(x.float())  # float32: the fused kernels
+        expected = module.o_proj(attend(module, x.float(), expected.float()))
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)
+    check_decoding(module.double(), x)
+
+
+def test_separate_softmax():
+    """Global + window with a softmax per sequence pattern, outputs added (the research form), and
+    its decoding; the scores are the two groups' logits."""
+    name = "global-swa"
+    instance, _, module = build(name, CASES[name][0], separate_softmax=True)
+    assert module.groups == [[0], [1]]
+    x = torch.randn(2, 19, instance.D, dtype=torch.float64)
+    groups = []
+    for group in module.groups:
+        logits, count = level_logits(module, x, group)
+        groups.append(logits.masked_fill(count == 0, float("-inf")))
+    torch.testing.assert_close(module.scores(x), torch.stack(groups), rtol=1e-10, atol=1e-12)
+    expected = module.o_proj(sum(attend(module, x, logits) for logits in groups))
+    torch.testing.assert_close(module(x), expected, rtol=1e-10, atol=1e-12)
+    check_decoding(module, x)
+
+
 RESEARCH = ({}, {"normalize": "levels", "qk_norm": "level", "logit_scale": "sqrt", "rms_cap": True},
-            {"qk_norm": "pooled", "logit_scale": "inverse"}, {"qk_norm": "key"})  # fmt: skip
+            {"qk_norm": "pooled", "logit_scale": "inverse"}, {"qk_norm": "key"},
+            {"normalize": "coverage", "separate_softmax": True})  # fmt: skip
 
 
 @pytest.mark.parametrize("name, options", INSTANCES)
@@ -408,8 +468,14 @@ def test_class_names_that_cannot_be_defined_are_refused(name):
 FLOP_SIZES = {name: [cases[0], cases[1]] for name, cases in CASES.items()}
 
 
-@pytest.mark.parametrize("name, options", [pytest.param(name, options, id=f"{name}-{n}")
-                                           for name, sets in FLOP_SIZES.items() for n, options in enumerate(sets)])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        pytest.param(name, options, id=f"{name}-{n}")
+        for name, sets in FLOP_SIZES.items()
+        for n, options in enumerate(sets)
+    ],
+)
 def test_flop_counter_equals_the_plan(name, options):
     """FlopCounterMode on a module's forward through the fused kernels (float32, CPU flash ops
     counted with the formula PyTorch uses for its other fused attention kernels), and on the plain

@@ -1,6 +1,7 @@
-"""The optimizer: MLR costs what docs/design.md §2 says, every candidate schedule (one level or
-several) computes the reference scores and the FLOPs it claims when run with torch, and describe's
-numbers are the plan's (docs/design.md §4)."""
+"""The optimizer: MLR costs what docs/design.md §2 and §9 say, every candidate schedule (a level's
+own, and the plan's partition of the causal pairs into attention calls) computes the reference
+scores and the FLOPs it claims when run with torch, and describe's numbers are the plan's
+(docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,18 @@ def test_small_cases_cover_the_catalog():
 
 @pytest.mark.parametrize("B, T, D, r", [(1, 1024, 256, 64), (8, 512, 128, 16)])
 def test_lowrank_plan_numbers_by_hand(B, T, D, r):
-    """Every number `einsearch plan` prints for a standard head, from its three matmuls."""
+    """Every number `einsearch plan` prints for a standard head, from its three matmuls: the two
+    maps, then one causal attention call over the whole square (a fused kernel's FLOPs)."""
     p = plan(catalog.find("lowrank").resolve({"T": T, "D": D, "r": r}), B)
     (chosen,) = p.schedules
-    assert chosen.name == "feature maps (q: WQ | k: WK)"
+    assert chosen.name == "1 batched attention call over the levels' maps"
+    assert p.levels[0].chosen.name == "feature maps (q: WQ | k: WK)"
     assert p.flops == p.opt_einsum_flops == 2 * (2 * B * T * D * r) + 2 * B * T * T * r
     assert p.naive_flops == 2 * B * T * T * D * D * r  # every index at once: n t u i j a
     assert p.largest == B * T * T
     maps = 2 * (B * T * D + D * r + B * T * r)  # each map reads x and its factor, writes q or k
-    assert p.bytes == 4 * (maps + 2 * B * T * r + B * T * T)  # then reads q and k, writes s
+    concat = 2 * 2 * B * T * r  # q and k read and written once more into the calls' layout
+    assert p.bytes == 4 * (maps + concat + 2 * B * T * r + B * T * T)  # then reads q and k, writes s
     assert chosen.estimate == p.flops + 4 * p.bytes
 
 
@@ -69,14 +73,28 @@ def test_every_level_computed_once(batch):
     "T, levels, ranks",
     [(1024, 8, [32, 8, 6, 4, 4, 4, 4, 2]), (256, 3, [16, 16, 16]), (16384, 15, [4] * 15), (64, 2, [1, 3])],
 )
-def test_mlr_pair_part_is_t2_sum_r_over_p(T, levels, ranks):
-    D = 512
+def test_mlr_pairs_per_depth(T, levels, ranks):
+    """docs/design.md §9: the causal pairs of MLR by depth d (same block at level d, different
+    blocks at level d + 1), each scored with the channels of levels 1..d: at depth d < L, T^2 / 2^(d+1)
+    pairs in rectangles of side T / 2^d; at L, the diagonal blocks, causal squares of side
+    T / 2^(L-1). A class whose rectangles are shorter than 16 tokens runs as masked 16 x 16 tiles
+    on the diagonal: T x 16 pairs."""
+    D, tile = 512, 16
     p = plan(catalog.find("mlr").resolve({"T": T, "D": D, "levels": levels, "ranks": ranks}))
-    pair_macs = T * T * sum(r / 2 ** (level - 1) for level, r in enumerate(ranks, 1))  # docs/design.md §2
+    pairs = 0
+    for depth in range(1, levels + 1):
+        channels = sum(ranks[:depth])
+        side = T >> depth if depth < levels else T >> (levels - 1)
+        if side < tile:
+            pairs += T * tile * channels
+        else:
+            pairs += (T * T >> (depth + 1) if depth < levels else T * side) * channels
     maps = sum(2 * T * D * r for r in ranks)  # q and k of every level: T x D x r multiply-adds each
-    assert p.flops == 2 * pair_macs + 2 * maps
-    for schedule in p.schedules:  # never a T x T buffer for a blocked level
-        assert schedule.largest <= max(T * T // min(p.instance.levels[n - 1].blocks for n in schedule.levels), T * D)
+    assert p.flops == 2 * pairs + 2 * maps
+    (partition,) = p.schedules
+    for call in partition.tiling.calls:  # levels 1..d: a prefix of the channels
+        assert call.levels == tuple(range(len(call.levels)))
+    assert partition.largest <= max(T * T // 4, T * D)  # never the T x T square
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -86,16 +104,18 @@ def test_every_candidate_matches_the_reference(name):
     for schedule in candidates(p):
         expected = sum(np.stack([reference.level_scores(instance.levels[n - 1], xi, factors) for xi in xs])
                        for n in schedule.levels)  # fmt: skip
+        if schedule.kind is Kind.PARTITION:  # the causal pairs u <= t only
+            expected = np.tril(expected)
         got = schedule_scores(schedule, instance, x, torch_factors).numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10, err_msg=schedule.name)
-    total = np.stack([reference.score_matrix(instance, xi, factors) for xi in xs])
+    total = np.stack([np.tril(reference.score_matrix(instance, xi, factors)) for xi in xs])
     np.testing.assert_allclose(score_matrix(p, x, torch_factors).numpy(), total, rtol=0, atol=1e-10)
 
 
 def multiply_add_flops(schedule: Schedule) -> int:
     """What FlopCounterMode sees: the steps that sum an index of size > 1 (torch runs the others
-    as elementwise products, which it does not count)."""
-    return sum(step.flops for step in schedule.steps if sums_an_index(step, schedule.sizes))
+    as elementwise products, which it does not count) and the attention calls."""
+    return sum(step.flops for step in schedule.steps if counts(step, schedule.sizes))
 
 
 def sums_an_index(step, sizes) -> bool:
@@ -114,16 +134,21 @@ def test_flop_counter_agrees_with_the_plan(name):
 
 
 def test_band_schedules_only_touch_the_band():
-    p = plan(catalog.find("swa").resolve({"T": 4096, "D": 256, "r": 64, "window": 128}))
-    (chosen,) = p.schedules
-    assert chosen.layout is Layout.BAND
-    assert chosen.band.chunk == 129  # the window's width: the fewest FLOPs by far gather a window per query
-    assert chosen.largest < 4096 * 4096 // 8
+    """A window of 129 keys: the level's own band schedule gathers a window per chunk of 129
+    queries; the partition's calls hold the band's tiles only."""
+    T = 4096
+    p = plan(catalog.find("swa").resolve({"T": T, "D": 256, "r": 64, "window": 128}))
+    assert p.levels[0].chosen.layout is Layout.BAND
+    assert p.levels[0].chosen.band.chunk == 129  # the fewest FLOPs by far gather a window per query
+    (partition,) = p.schedules
+    assert partition.largest < T * T // 8
+    pairs = sum(step.flops for step in partition.steps if step.op is Op.ATTEND) // (2 * 64)
+    assert 129 * T - 129 * 128 // 2 <= pairs < 2 * 129 * T  # the band's causal pairs, in whole tiles
 
 
 def candidates(p) -> list[Schedule]:
-    """Every schedule the plan considered: each level's own, and those spanning levels."""
-    return [s for lp in p.levels for s in lp.candidates] + list(p.groups)
+    """Every schedule the plan considered: each level's own, and the partition it runs."""
+    return [s for lp in p.levels for s in lp.candidates] + list(p.schedules)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -137,25 +162,18 @@ def test_describe_flops_are_the_plans_and_the_flop_counters(name):
     assert einsearch.describe(instance).flops.score == charged(p.schedules)
     with FlopCounterMode(display=False) as counter:
         score_matrix(p, x, torch_factors)
-    counted = [(step, s.sizes) for s in p.schedules for step in s.steps if sums_an_index(step, s.sizes)]
-    assert counter.get_total_flops() == sum(charge(step, sizes) for step, sizes in counted)
+    counted = [(step, s) for s in p.schedules for step in s.steps if counts(step, s.sizes)]
+    assert counter.get_total_flops() == sum(charge(step, schedule) for step, schedule in counted)
 
 
-def test_mlr_runs_per_depth_at_length():
-    """MLR at T = 4096: the nested per-depth form wins (one score write per pair), FLOPs unchanged."""
-    instance = catalog.find("mlr").resolve({"T": 4096, "D": 256})
-    p = plan(instance)
-    (nested,) = p.schedules
-    assert nested.kind is Kind.NESTED_BLOCKS and nested.layout is Layout.NESTED
-    assert nested.nesting.channels == (32, 40, 46, 50, 54, 58, 62, 64)
-    T, ranks = 4096, [32, 8, 6, 4, 4, 4, 4, 2]
-    assert p.flops == 2 * T * T * sum(r / 2 ** (n - 1) for n, r in enumerate(ranks, 1)) + 2 * 2 * T * 256 * 64
-    assert nested.largest == T * T // 2  # depth 1: each half of the sequence against the other, 2 x (T/2)^2
+def counts(step, sizes) -> bool:
+    """FlopCounterMode sees the step: a contraction that sums an index, or an attention call."""
+    return step.op is Op.ATTEND or sums_an_index(step, sizes)
 
 
 def test_kronecker_sum_shares_one_pair_product():
-    """A Kronecker sum A (x) I + I (x) B: two terms with the same (global) pattern; one pair product
-    over the concatenated maps is cheaper than a product per term."""
+    """A Kronecker sum A (x) I + I (x) B: two terms with the same (global) pattern; one attention
+    call over the concatenated maps, cheaper than opt_einsum's product per term."""
     text = """
 size T = 4096
 size D = 256
@@ -166,16 +184,17 @@ score += x[t, (i1 i2)] B[i2, j2] x[u, (i1 j2)]
 """
     p = plan(from_text(text, name="kron-sum").resolve())
     (shared,) = p.schedules
-    assert shared.kind is Kind.SHARED_PAIRS and shared.levels == (1, 2)
+    assert shared.kind is Kind.PARTITION and shared.levels == (1, 2)
+    assert [call.levels for call in shared.tiling.calls] == [(0, 1)]
     assert shared.flops <= sum(lp.opt_einsum.flops for lp in p.levels)
-    assert shared.estimate < sum(lp.chosen.estimate for lp in p.levels)
 
 
 def test_cost_model_is_an_argument():
+    """The cost model picks each level's own schedule (what ``plan`` lists beside the partition)."""
     instance = catalog.find("swa").resolve({"T": 4096, "D": 256, "r": 64, "window": 128})
     by_flops = plan(instance, cost=FLOPS)
-    assert by_flops.schedules[0].band.chunk == 1  # fewest FLOPs: each query against its own window
-    assert by_flops.flops < plan(instance).flops
+    assert by_flops.levels[0].chosen.band.chunk == 1  # fewest FLOPs: each query against its own window
+    assert by_flops.levels[0].chosen.flops < plan(instance).levels[0].chosen.flops
     assert by_flops.cost.beta == 0
 
 

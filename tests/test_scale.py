@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import charged
+from support import causal_pairs, charged
 
 import einsearch
 from einsearch.analyze.counts import pair_flops
@@ -35,19 +35,6 @@ def cases(draw):
     return name, options
 
 
-def band_pairs(T: int, lo: int, hi: int) -> int:
-    """Pairs with lo <= t - u <= hi: T - |d| of them on each diagonal d, |d| < T."""
-    lo, hi = max(lo, 1 - T), min(hi, T - 1)
-    below = sum_of_lengths(T, max(lo, 0), hi) if hi >= 0 else 0  # diagonals d >= 0
-    above = sum_of_lengths(T, max(-hi, 1), -lo) if lo < 0 else 0  # diagonals d < 0, by |d|
-    return below + above
-
-
-def sum_of_lengths(T: int, first: int, last: int) -> int:
-    """Sum of T - d for d = first..last."""
-    return 0 if last < first else (last - first + 1) * (2 * T - first - last) // 2
-
-
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(cases())
 def test_describe_and_plan_answer_any_size(case):
@@ -65,7 +52,7 @@ def test_describe_and_plan_answer_any_size(case):
             continue
         for number, flops in pair_flops(schedule).items():
             level = instance.levels[number - 1]
-            scored = T * T // level.blocks if level.band is None else band_pairs(T, *level.band)
+            scored = causal_pairs(T, level.blocks, level.band)
             pairs += scored * flops
     assert d.flops.scored_pairs == T * d.flops.per_token + d.flops.factors + pairs
     assert 1 <= d.rank <= (instance.D if instance.is_feature_structure else T)

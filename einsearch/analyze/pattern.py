@@ -35,9 +35,10 @@ NEAR = 8  # near pairs: |t - u| at most T / NEAR
 
 
 def near_pairs(pattern: SequencePattern, T: int) -> int:
-    """Pairs of ``pattern`` with |t - u| <= T / NEAR (closed form: the pattern cut to that band)."""
+    """Causal pairs (u <= t) of ``pattern`` with t - u <= T / NEAR (closed form: the pattern cut
+    to that band)."""
     reach = T // NEAR
-    return pattern.within(-reach, reach).count(T)
+    return pattern.within(-reach, reach).causal_count(T)
 
 
 PROFILE_POINTS = 128  # the most distances a profile lists

@@ -50,6 +50,7 @@ def attention(
     widths: tuple[int, ...],
     *,
     dropout_p: float = 0.0,
+    coverage: bool = False,
 ) -> torch.Tensor:
     """Causal attention whose pair (t, u) is scored by the levels whose pattern covers
     it.
@@ -59,14 +60,15 @@ def attention(
     (B, H, T, Dv). The logit of u <= t is the sum over covering levels of their
     channels' dot product; a key no level covers is masked, and a query with no key gets
     a zero output. Returns (B, H, T, Dv); dropout applies to the attention probabilities
-    (pass 0 outside training, as with SDPA).
+    (pass 0 outside training, as with SDPA). ``coverage``: each pair's logit divided by
+    the number of levels that cover it.
     """
     patterns, widths = tuple(Pattern(*p) for p in patterns), tuple(widths)
     _check(q, k, v, patterns, widths)
     kernel = _kernel_for(q, dropout_p)
     if kernel is None:
-        return _plain(q, k, v, patterns, widths, dropout_p)
-    return _Fused.apply(q, k, v, patterns, widths, kernel)
+        return _plain(q, k, v, patterns, widths, dropout_p, coverage)
+    return _Fused.apply(q, k, v, patterns, widths, kernel, coverage)
 
 
 def _check(
@@ -112,17 +114,23 @@ def _level_channels(widths: tuple) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=1024)
 def _keep(
-    widths: tuple, levels: tuple, width: int, dtype: torch.dtype, device: torch.device
+    widths: tuple,
+    levels: tuple,
+    width: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    coverage: bool,
 ) -> torch.Tensor | None:
-    """1 on the ``width`` channels of the class's levels, 0 elsewhere; None when every
-    channel of q is the class's (the rest is zero padding). A class's calls take q times
-    this."""
-    if len(levels) == len(widths):
+    """1 on the ``width`` channels of the class's levels (1 / their number with
+    ``coverage``), 0 elsewhere; None when that is 1 on every channel of q (the rest is
+    zero padding). A class's calls take q times this."""
+    share = 1 / len(levels) if coverage else 1
+    if len(levels) == len(widths) and share == 1:
         return None
     keep = torch.zeros(width, dtype=dtype, device=device)
     for level in levels:
         lo, hi = _level_channels(widths)[level]
-        keep[lo:hi] = 1
+        keep[lo:hi] = share
     return keep
 
 
@@ -345,7 +353,7 @@ class _Fused(torch.autograd.Function):
     rule."""
 
     @staticmethod
-    def forward(ctx, q, k, v, patterns, widths, kernel):
+    def forward(ctx, q, k, v, patterns, widths, kernel, coverage):
         B, H, T, C = q.shape
         Dv = v.shape[-1]
         # One head size for the kernels: zero channels change no logit, and the zero
@@ -365,7 +373,9 @@ class _Fused(torch.autograd.Function):
             )
             part, part_lse, state = kernel.forward(
                 _class_queries(
-                    q, call, _keep(widths, call.levels, width, q.dtype, q.device)
+                    q,
+                    call,
+                    _keep(widths, call.levels, width, q.dtype, q.device, coverage),
                 ),
                 _take(k, call.keys),
                 _take(v, call.keys),
@@ -381,13 +391,13 @@ class _Fused(torch.autograd.Function):
             states.append(state)
         out = out.to(v.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.setup = (patterns, widths, kernel, states, C)
+        ctx.setup = (patterns, widths, kernel, states, C, coverage)
         return out.view(B, H, T, Dv)
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        patterns, widths, kernel, states, C = ctx.setup
+        patterns, widths, kernel, states, C, coverage = ctx.setup
         B, H, T, Dv = grad_out.shape
         width = v.shape[-1]
         grad_out, out = _flat(grad_out.contiguous(), width), _pad(out, width)
@@ -398,7 +408,7 @@ class _Fused(torch.autograd.Function):
             torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (q, k, v)
         )
         for call, state in zip(partition(T, patterns), states):
-            keep = _keep(widths, call.levels, width, q.dtype, q.device)
+            keep = _keep(widths, call.levels, width, q.dtype, q.device, coverage)
             dq, dk, dv = kernel.backward(
                 _take(grad_out, call.queries),
                 _class_queries(q, call, keep),
@@ -421,6 +431,7 @@ class _Fused(torch.autograd.Function):
             grad_q,
             grad_k,
             grad_v[..., :Dv].reshape(B, H, T, Dv).to(v.dtype),
+            None,
             None,
             None,
             None,
@@ -476,7 +487,9 @@ def _tiles(call: Call, patterns: tuple, device: torch.device):
             yield call._replace(queries=part[0], keys=part[1]), tile
 
 
-def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Tensor:
+def _plain(
+    q, k, v, patterns: tuple, widths: tuple, dropout: float, coverage: bool
+) -> torch.Tensor:
     """The partition as matrix products in tiles, exact, autograd through it; no T x T
     buffer.
 
@@ -494,10 +507,8 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float) -> torch.Ten
     ]
 
     def logits(tile: Call, mask):
-        s = (
-            _class_queries(q, tile, _keep(widths, tile.levels, C, q.dtype, q.device))
-            @ _take(k, tile.keys).mT
-        )
+        keep = _keep(widths, tile.levels, C, q.dtype, q.device, coverage)
+        s = _class_queries(q, tile, keep) @ _take(k, tile.keys).mT
         return s if mask is None else s.masked_fill(~mask, -math.inf)
 
     with torch.no_grad():
@@ -543,9 +554,10 @@ class Cache:
         v_width: int,
         dtype,
         device,
+        coverage: bool,
     ):
         self.batch, self.heads, self.max_len = batch, heads, max_len
-        self.patterns, self.widths = patterns, widths
+        self.patterns, self.widths, self.coverage = patterns, widths, coverage
         self.slots = [cache_slots(pattern, max_len) for pattern in patterns]
         sizes = [n * width for n, width in zip(self.slots, widths)]
         self.starts = [sum(sizes[:level]) for level in range(len(sizes))]
@@ -571,9 +583,10 @@ def new_cache(
     *,
     dtype: torch.dtype,
     device: torch.device | str,
+    coverage: bool = False,
 ) -> Cache:
     """An empty decoding cache for up to ``max_len`` tokens (``tiling.cache_elements``
-    per head)."""
+    per head); ``coverage`` as in ``attention``."""
     patterns, widths = tuple(Pattern(*p) for p in patterns), tuple(widths)
     if len(widths) != len(patterns) or min(widths, default=0) < 0:
         raise ValueError(f"need one width per level ({len(patterns)}), got {widths}")
@@ -582,8 +595,9 @@ def new_cache(
             "need a positive batch, heads, max_len and v_width, got "
             f"{batch}, {heads}, {max_len}, {v_width}"
         )
+    device = torch.device(device)
     return Cache(
-        batch, heads, max_len, patterns, widths, v_width, dtype, torch.device(device)
+        batch, heads, max_len, patterns, widths, v_width, dtype, device, coverage
     )
 
 
@@ -599,7 +613,7 @@ def decode(
     """
     n = _check_step(cache, q, k, v)
     if cache.length == 0 and n > 1:
-        out = attention(q, k, v, cache.patterns, cache.widths)
+        out = attention(q, k, v, cache.patterns, cache.widths, coverage=cache.coverage)
         _store(cache, k, v)
         return out
     outs = [
@@ -706,6 +720,11 @@ def _step(
         scores = q.new_zeros(B * H, 1, end - first)
     for at, logits in parts:
         scores[..., at : at + logits.shape[-1]] += logits
+    if cache.coverage:  # each key's logit over the levels that reach it
+        count = scores.new_zeros(end - first)
+        for a, b in scored:
+            count[a - first : b - first] += 1
+        scores = scores / count.clamp(min=1)
     reached = first
     for a, b in scored:  # keys no level scores
         if a > reached:

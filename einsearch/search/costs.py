@@ -21,7 +21,7 @@ from ..analyze.counts import LevelCounts, cache_bytes, level_counts, params
 from ..analyze.pattern import near_pairs
 from ..analyze.rank import LevelRank, bounds, level_rank, level_ranks, pair_ranks
 from ..canonical import Canonical, canonical
-from ..planner import Plan, canonical_plan, level_pairs, memo, plan, score_line, term_maps
+from ..planner import Part, Plan, canonical_plan, level_pairs, memo, plan, score_line, term_maps
 from ..structure import Instance, Level
 
 
@@ -81,7 +81,8 @@ def _level_cost(form: Canonical, T: int) -> LevelCost:
     alone = Instance("level", {"T": T, "D": D}, (level,))
     maps = term_maps((lp,))[level.number]
     (counts,) = level_counts(Plan(alone, 1, (lp,), (maps,), (maps,)))
-    return counted(level, counts, maps.flops, params(alone), level_rank(level, T), T, maps.split)
+    flops = maps.part_flops(Part.QUERY, Part.KEY, Part.FACTORS)
+    return counted(level, counts, flops, params(alone), level_rank(level, T), T, maps.split)
 
 
 def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: LevelRank, T: int,
