@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -232,39 +233,69 @@ def plan_command(ctx: click.Context, structure: str, batch: int, heads: int, alt
     emit(chosen.to_dict(heads, macs), as_json, lambda: plan_text(chosen, heads, macs, alternatives))
 
 
+def scoring_options(command: Callable) -> Callable:
+    """The research code's scoring options of a generated module (``codegen.Research``): on
+    ``generate`` and on every experiment, whose modules are generated."""
+    options = [
+        click.option(
+            "--normalize",
+            type=click.Choice(["none", "levels", "coverage"]),
+            default="none",
+            show_default=True,
+            help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.",
+        ),
+        click.option(
+            "--qk-norm",
+            type=click.Choice(["none", "pooled", "level", "key"]),
+            default="none",
+            show_default=True,
+            help="Weight-only LayerNorm over each head's query and key channels: all levels together, one per "
+            "level, or the key map only (the research BTT).",
+        ),
+        click.option(
+            "--logit-scale",
+            type=click.Choice(["structure", "sqrt", "inverse"]),
+            default="structure",
+            show_default=True,
+            help="Each level's logit scale: the structure's, 1 / sqrt(channels), or 1 / channels (muP).",
+        ),
+        click.option("--rms-cap", is_flag=True, help="Scale each factor down to its initial RMS on every forward."),
+        click.option(
+            "--separate-softmax",
+            is_flag=True,
+            help="One softmax per sequence pattern, outputs added (the research form of global + window).",
+        ),
+    ]
+    return stacked(options)(command)
+
+
+def stacked(options: list[Callable]) -> Callable:
+    """One decorator applying ``options`` in order (the first is the first in ``--help``)."""
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def research_settings(settings: dict) -> dict:
+    """The scoring options taken out of a command's ``settings``, those not at their default
+    (``einsearch.generate``'s keywords)."""
+    from .codegen import Research
+
+    default = Research()
+    chosen = {field.name: settings.pop(field.name) for field in dataclasses.fields(Research)}
+    return {name: value for name, value in chosen.items() if value != getattr(default, name)}
+
+
 @main.command(cls=StructureCommand, context_settings=STRUCTURE_OPTIONS)
 @click.argument("structure")
 @click.option("--heads", default=1, show_default=True, type=click.IntRange(min=1), help=HEADS_HELP)
 @click.option("-o", "--output", default=None, help="File to write; - for stdout. [default: NAME_attention.py]")
 @click.option("--class-name", default=None, help="Name of the module class. [default: from the structure]")
-@click.option(
-    "--normalize",
-    type=click.Choice(["none", "levels", "coverage"]),
-    default="none",
-    show_default=True,
-    help="Divide the summed logit by the number of levels, or each pair's by the levels that cover it.",
-)
-@click.option(
-    "--qk-norm",
-    type=click.Choice(["none", "pooled", "level", "key"]),
-    default="none",
-    show_default=True,
-    help="Weight-only LayerNorm over each head's query and key channels: all levels together, one per "
-    "level, or the key map only (the research BTT).",
-)
-@click.option(
-    "--logit-scale",
-    type=click.Choice(["structure", "sqrt", "inverse"]),
-    default="structure",
-    show_default=True,
-    help="Each level's logit scale: the structure's, 1 / sqrt(channels), or 1 / channels (muP).",
-)
-@click.option("--rms-cap", is_flag=True, help="Scale each factor down to its initial RMS on every forward.")
-@click.option(
-    "--separate-softmax",
-    is_flag=True,
-    help="One softmax per sequence pattern, outputs added (the research form of global + window).",
-)
+@scoring_options
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
 def generate(ctx: click.Context, structure: str, heads: int, output: str | None, class_name: str | None,
@@ -562,13 +593,7 @@ def training_options(config: type) -> Callable:
         click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object."),
         click.pass_context,
     ]
-
-    def decorate(command: Callable) -> Callable:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return stacked(options)
 
 
 def experiment_outputs(out: Path | None, plot: Path | None, force: bool) -> None:
@@ -611,9 +636,12 @@ def save_experiment(payload: dict, out: Path | None, plot: Path | None, figure: 
 
 
 def experiment_settings(config: type, structure: str, args: list[str], settings: dict) -> object:
-    """The settings object of a run, its structure's options parsed from ``args``; errors exit with 2."""
+    """The settings object of a run, its structure's options parsed from ``args``, its scoring
+    options those of the generated modules; errors exit with 2."""
     try:
-        return config(structure=structure, options=parse_structure_options(args), **settings)
+        generate_options = research_settings(settings)
+        return config(structure=structure, options=parse_structure_options(args),
+                      generate_options=generate_options, **settings)  # fmt: skip
     except EinsearchError as err:
         fail(str(err))
 
@@ -630,6 +658,7 @@ def import_experiment(name: str):
 
 @experiment.command("icr", context_settings=STRUCTURE_OPTIONS)
 @training_options(IcrConfig)
+@scoring_options
 @click.option("--d-input", "d", default=16, show_default=True, type=click.IntRange(min=1),
               help="Input dimension d: N = 2d examples, prompts of 4d tokens (the structure's T).")  # fmt: skip
 @click.option("--encoding", type=click.Choice(["paired", "research"]), default="paired", show_default=True,
@@ -697,6 +726,7 @@ def experiment_icr(ctx: click.Context, structure: str, out: Path | None, plot: P
 
 @experiment.command("lm", context_settings=STRUCTURE_OPTIONS)
 @training_options(LmConfig)
+@scoring_options
 @click.option("--T", "context", default=256, show_default=True, type=click.IntRange(min=2),
               help="Context length: characters per sequence (the structure's T).")  # fmt: skip
 @click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(min=1),

@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .canonical import FACTOR, INDEX, BoundedCache, Canonical, canonical
 from .network import best_path, contraction_flops, splits
@@ -328,9 +328,33 @@ def term_maps(levels: tuple[LevelPlan, ...]) -> dict[int, Schedule]:
     for lp in levels:
         terms.setdefault(score_line(lp.level), []).append(lp)
     for members in terms.values():
-        best = min(line_splits(members), key=lambda split: sum(by_split(lp, split).estimate for lp in members))
+        best = line_split([split_choices(lp) for lp in members])
         chosen.update({lp.level.number: by_split(lp, best) for lp in members})
     return chosen
+
+
+class SplitChoices(NamedTuple):
+    """What a score line's choice of split reads off one level's plan: the splits within
+    opt_einsum's FLOPs, and each split's estimate (its cheapest feature-map candidate's)."""
+
+    within: frozenset
+    estimates: dict
+
+
+def split_choices(lp: LevelPlan) -> SplitChoices:
+    maps = [s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS]
+    return SplitChoices(frozenset(s.split for s in feature_maps(lp)),
+                        {s.split: by_split(lp, s.split).estimate for s in maps})  # fmt: skip
+
+
+def line_split(levels: Sequence[SplitChoices]) -> tuple:
+    """The split a score line's levels share: the least summed estimate among the splits within
+    opt_einsum's FLOPs for every level, else among the splits every level has (putting all
+    factors on one side always is one)."""
+    common = frozenset.intersection(*(c.within for c in levels)) or frozenset.intersection(
+        *(frozenset(c.estimates) for c in levels)
+    )
+    return min(common, key=lambda split: (sum(c.estimates[split] for c in levels), split))
 
 
 def score_line(level: Level) -> tuple:
@@ -345,15 +369,6 @@ def feature_maps(lp: LevelPlan) -> list[Schedule]:
     return [s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS and s.flops <= lp.opt_einsum.flops] or [
         s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS
     ]
-
-
-def line_splits(members: list[LevelPlan]) -> set:
-    """The splits a score line's levels can share: those within opt_einsum's FLOPs for every
-    level, else any split every level has (putting all factors on one side always is one)."""
-    within = set.intersection(*({s.split for s in feature_maps(lp)} for lp in members))
-    return within or set.intersection(
-        *({s.split for s in lp.candidates if s.kind is Kind.FEATURE_MAPS} for lp in members)
-    )
 
 
 def by_split(lp: LevelPlan, split) -> Schedule:

@@ -102,6 +102,25 @@ def icr_errors_png(panels: dict[str, list[tuple[str, dict]]]) -> bytes:
     return figure_png(fig)
 
 
+def icr_compute_png(panels: dict[str, list[tuple[str, dict]]]) -> bytes:
+    """Normalised test error after the last example against training FLOPs (the paper's Fig. 3b
+    axis): one panel per title, a colour per label, one marker per run."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.6), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], panels.items()):
+        colours: dict[str, str] = {}
+        for label, run in runs:
+            colour = colours.setdefault(label, f"C{len(colours)}")
+            first = label not in [lb for lb, _ in runs[: runs.index((label, run))]]
+            ax.plot(run["train_flops"], run["errors"]["model"][-1], "o", color=colour, label=label if first else None)
+        ax.set_xscale("log")
+        ax.set(xlabel="training FLOPs", ylabel="test MSE / zero predictor's, last example", ylim=(0, 1.2))
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
 def lm_losses_png(runs: list[tuple[str, dict]]) -> bytes:
     """Training loss against characters trained on, a line per (label, run), each run's validation
     loss a marker at its end."""

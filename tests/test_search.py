@@ -21,7 +21,7 @@ from einsearch import catalog, reference
 from einsearch.analyze.counts import level_counts, pair_costs, params
 from einsearch.analyze.rank import rank_bound
 from einsearch.cli import main
-from einsearch.planner import Kind, level_kind, plan
+from einsearch.planner import Kind, Part, level_kind, plan
 from einsearch.search import FAMILIES, OBJECTIVES, Space, family, objective, pareto_front
 from einsearch.search.sources import Shared, Source
 
@@ -75,6 +75,17 @@ def test_describe_plan_and_search_agree(name, T, D, heads):
     chosen = plan(instance)
     assert (costs.params, costs.flops) == (params(instance), chosen.flops)
     assert source(name, Space(D, T, heads)).rank_bound(values) == rank_bound(instance)
+
+
+def test_a_score_line_at_one_split():
+    """Bilinear MLR with ranks 1, 1, 1, 61 at D = 512: alone, the last level maps both factors on
+    the key side and the others one per side; the plan gives the loop one split, and the search
+    counts every level at that split (not each at its own)."""
+    values = {"levels": 4, "ranks": [1, 1, 1, 61]}
+    instance = catalog.find("bilinear-mlr").resolve({"T": 1024, "D": 512, **values})
+    costs, _ = source("bilinear-mlr", Space(512, 1024, 8)).score(values)
+    assert costs.flops == plan(instance).flops
+    assert costs.per_token == plan(instance).part_flops(Part.QUERY, Part.KEY) // 1024
 
 
 def test_levels_of_a_grid_point_are_those_resolve_gives():

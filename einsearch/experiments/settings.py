@@ -7,6 +7,7 @@ torch, so a bad argument is answered at once and nothing starts that cannot fini
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -233,9 +234,9 @@ def gigabytes(count: int) -> str:
 
 
 def scaled_structure(name: str, scales: tuple[str, ...], folder: Path) -> str:
-    """A catalog structure's file with a logit scale added to each score line in turn (``scales``:
-    DSL expressions such as ``8/r``), written into ``folder``; its path. For logit conventions the
-    catalog's file does not carry (standard attention's 1/sqrt(r), muP's 8/r)."""
+    """A catalog structure's file with each score line's logit scale set in turn (``scales``: DSL
+    expressions such as ``8/r``, replacing the catalog's), written into ``folder``; its path. For
+    logit conventions the catalog's file does not carry (muP's 8/r for a standard head)."""
     from ..catalog import find
 
     lines = Path(find(name).source).read_text().splitlines()
@@ -243,7 +244,7 @@ def scaled_structure(name: str, scales: tuple[str, ...], folder: Path) -> str:
     if len(scores) != len(scales):
         raise OptionError(None, f"{name} has {len(scores)} score lines; {len(scales)} scales given")
     for n, scale in zip(scores, scales):
-        lines[n] += f"  scale {scale}"
+        lines[n] = re.sub(r"\s+scale\s+.*$", "", lines[n]) + f"  scale {scale}"
     path = folder / f"{name}-scaled.ein"
     path.write_text("\n".join(lines) + "\n")
     return str(path)

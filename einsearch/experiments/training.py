@@ -63,10 +63,11 @@ def attention_class(instance: Instance, heads: int, generate_options: dict[str, 
 
 
 def blocks_of(attention: type, config: Training, block_size: int, bias: bool) -> nn.ModuleList:
-    """``config.layers`` blocks, each with its own generated attention module (muP init)."""
-    width = config.width
+    """``config.layers`` blocks, each with its own generated attention module (muP init), built
+    at the run's width and with the structure's options: one generated class serves every run."""
+    width, options = config.width, config.options
     return nn.ModuleList(
-        Block(attention(width, config.heads, block_size=block_size, init="mup"), width, bias)
+        Block(attention(width, config.heads, block_size=block_size, init="mup", **options), width, bias)
         for _ in range(config.layers)
     )
 

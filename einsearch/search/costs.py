@@ -5,8 +5,9 @@ channels come from the planner (its cheapest feature-map split) and its counts f
 pattern; a candidate adds its levels' maps and the pairs of its partition (``planner.level_pairs``:
 each level's channels times the pairs of the calls it takes part in), and takes its rank bounds
 from ``analyze.rank``. Where the levels of one score line would split their factors differently
-alone (the plan gives a line one split), or where levels share a factor, the candidate is planned
-whole (``planned``) and the same functions read that plan.
+alone, their counts are taken again at the split the plan gives the line (``shared_splits``); where
+levels share a factor, the candidate is planned whole (``planned``) and the same functions read
+that plan.
 """
 
 from __future__ import annotations
@@ -21,7 +22,20 @@ from ..analyze.counts import LevelCounts, cache_bytes, level_counts, params
 from ..analyze.pattern import near_pairs
 from ..analyze.rank import LevelRank, bounds, level_rank, level_ranks, pair_ranks
 from ..canonical import Canonical, canonical
-from ..planner import Part, Plan, canonical_plan, level_pairs, memo, plan, score_line, term_maps
+from ..planner import (
+    Part,
+    Plan,
+    SplitChoices,
+    by_split,
+    canonical_plan,
+    level_pairs,
+    line_split,
+    memo,
+    plan,
+    score_line,
+    split_choices,
+    term_maps,
+)
 from ..structure import Instance, Level
 
 
@@ -42,9 +56,10 @@ class LevelCost(NamedTuple):
     channels: int  # the query/key channels its pairs contract
     line: tuple  # its score line (``planner.score_line``) and its own split of the factors
     form: tuple  # the level up to relabelling (``feature_form``) with its pattern: what duplicates share
+    canonical: Canonical | None  # its name-free form, to count it again at another split
 
 
-SUMMED = 8  # the first eight fields add up over a candidate's levels; ``combine`` reads slots, rank, channels, line
+SUMMED = 8  # the first eight fields add up over a candidate's levels; ``combine`` reads slots, rank, channels
 
 
 class Costs(NamedTuple):
@@ -71,22 +86,47 @@ class Costs(NamedTuple):
 def level_cost(level: Level, T: int) -> LevelCost:
     """The level's counts at sequence length T, from its plan (planned once per level up to names;
     the counts kept in the planner's cache)."""
-    form = canonical(level)
-    return memo(("search counts", form.key, T), lambda: _level_cost(form, T))
+    return at_split(canonical(level), T, None)
 
 
-def _level_cost(form: Canonical, T: int) -> LevelCost:
+def at_split(form: Canonical, T: int, split: tuple | None) -> LevelCost:
+    """The level's counts with its maps at ``split`` (None: its own cheapest), kept in the
+    planner's cache."""
+    return memo(("search counts", form.key, T, split), lambda: _level_cost(form, T, split))
+
+
+def _level_cost(form: Canonical, T: int, split: tuple | None) -> LevelCost:
     level, lp = form.level, canonical_plan(form, T, keep=False)
     D = math.prod(level.sizes[i] for i in level.query.axes[1])
     alone = Instance("level", {"T": T, "D": D}, (level,))
-    maps = term_maps((lp,))[level.number]
+    maps = term_maps((lp,))[level.number] if split is None else by_split(lp, split)
     (counts,) = level_counts(Plan(alone, 1, (lp,), (maps,), (maps,)))
     flops = maps.part_flops(Part.QUERY, Part.KEY, Part.FACTORS)
-    return counted(level, counts, flops, params(alone), level_rank(level, T), T, maps.split)
+    return counted(level, counts, flops, params(alone), level_rank(level, T), T, maps.split, form)
+
+
+def shared_splits(levels: Sequence[LevelCost], T: int) -> list[LevelCost]:
+    """The levels' counts with one split of the factors per score line, the one the plan gives the
+    line (``planner.line_split``), where its levels alone differ."""
+    lines: dict[tuple, list[int]] = {}
+    for n, cost in enumerate(levels):
+        lines.setdefault(cost.line[0], []).append(n)
+    shared = list(levels)
+    for members in lines.values():
+        if len({levels[n].line[1] for n in members}) > 1:
+            split = line_split([choices(levels[n].canonical, T) for n in members])
+            for n in members:
+                shared[n] = at_split(levels[n].canonical, T, split)
+    return shared
+
+
+def choices(form: Canonical, T: int) -> SplitChoices:
+    """What the choice of a line's split reads off the level's plan, kept in the planner's cache."""
+    return memo(("split choices", form.key, T), lambda: split_choices(canonical_plan(form, T, keep=False)))
 
 
 def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: LevelRank, T: int,
-            split: tuple = ()) -> LevelCost:  # fmt: skip
+            split: tuple = (), form: Canonical | None = None) -> LevelCost:  # fmt: skip
     """A level's ``LevelCost`` from its counts in a plan and its pattern."""
     pattern = level.pattern
     slots = pattern.span(T)
@@ -104,18 +144,19 @@ def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: 
         channels=counts.channels,
         line=(score_line(level), split),
         form=(pattern, feature_form(level)),
+        canonical=form,
     )
 
 
-def combine(levels: Sequence[LevelCost], T: int, D: int, covered: float) -> Costs | None:
-    """The candidate's numbers from its levels' counts and its partition's pairs; None when the
-    levels of a score line split their factors differently alone (the plan gives a line one
-    split): then plan it whole. ``covered``: the share of the causal pairs some level scores."""
-    columns = zip(*levels)  # built lazily: the fields past ``line`` are never transposed
-    flops, maps, pair, near, decode, key_slots, params, local = map(sum, islice(columns, SUMMED))
-    slots, ranks, channels, lines = max(next(columns)), next(columns), next(columns), next(columns)
+def combine(levels: Sequence[LevelCost], T: int, D: int, covered: float) -> Costs:
+    """The candidate's numbers from its levels' counts and its partition's pairs, each score line
+    at one split (``shared_splits``). ``covered``: the share of the causal pairs some level scores."""
+    lines = [cost.line for cost in levels]
     if len(dict(lines)) != len(set(lines)):  # a line with two splits
-        return None
+        levels = shared_splits(levels, T)
+    columns = zip(*levels)  # built lazily: the fields past ``channels`` are never transposed
+    flops, maps, pair, near, decode, key_slots, params, local = map(sum, islice(columns, SUMMED))
+    slots, ranks, channels = max(next(columns)), next(columns), next(columns)
     pairs = level_pairs(T, tuple(rank.pattern.at(T) for rank in ranks))
     flops += 2 * sum(width * count for width, count in zip(channels, pairs))
     near_rank, far_rank = pair_ranks(ranks, D)

@@ -17,7 +17,7 @@ from ..analyze.rank import rank_bound as analyze_rank_bound
 from ..errors import DSLError, OptionError
 from ..planner import memo
 from ..sequence import SequencePattern, causal_pairs
-from ..structure import Instance, Structure, load
+from ..structure import Structure, load
 from .costs import Costs, LevelCost, combine, level_cost, planned, rank_bound
 from .families import FAMILIES, Family, Space, find_family
 from .template import Invalid, Template
@@ -101,13 +101,8 @@ class Source:
         costs, forms, patterns = zip(*levels)
         covered = self.shared.covered_ids(tuple(sorted(set(patterns))), costs)
         if not self.template.shares_factors:
-            found = combine(costs, self.space.T, self.space.D, covered)
-            if found is not None:
-                return found, tuple(sorted(forms))
-            instance = Instance(self.structure.name, env, tuple(self.template.build(env, key) for key in keys))
-        else:
-            instance = self.template.instance(values)
-        return planned(instance, covered), tuple(sorted(forms))
+            return combine(costs, self.space.T, self.space.D, covered), tuple(sorted(forms))
+        return planned(self.template.instance(values), covered), tuple(sorted(forms))
 
     def rank_bound(self, values: dict) -> int:
         """describe's rank bound of a member (``costs.rank_bound``; from the whole instance when
