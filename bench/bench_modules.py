@@ -29,11 +29,16 @@ HEADS = 4
 
 
 def options(name: str, T: int, D: int) -> dict:
-    """The catalog structure at these sizes (MLR with as many levels as T allows, up to 8)."""
+    """The catalog structure at these sizes: MLR with as many levels as T allows, up to 8; low-rank
+    heads with a standard head's D / HEADS channels (global + window: half each)."""
     found = {"T": T, "D": D}
     if name == "mlr":
         levels = min(8, T.bit_length() - 4)  # finest blocks of at least 16 tokens
         found.update(levels=levels, ranks=[32, 8, 6, 4, 4, 4, 4, 2][:levels])
+    if name in ("lowrank", "swa"):
+        found["r"] = D // HEADS  # a standard head's channels
+    if name == "global-swa":
+        found.update(rg=D // HEADS // 2, rw=D // HEADS // 2)
     if name in ("swa", "global-swa"):
         found["window"] = 128
     if name == "tt":
@@ -41,23 +46,35 @@ def options(name: str, T: int, D: int) -> dict:
     return found
 
 
+def standard_flops(T: int, D: int) -> int:
+    """FlopCounterMode's FLOPs of standard attention's forward (the CPU flash op counted as SDPA)."""
+    from einsearch.benchmark import StandardAttention
+    from einsearch.experiments.training import counted_flops
+
+    module = StandardAttention(D, HEADS)
+    return counted_flops(lambda: module(torch.zeros(1, T, D)))["Global"]
+
+
 def table(rows: list[dict]) -> str:
     def x(value):
         return "-" if value is None else f"{value:.2f}x"
 
     lines = [
-        "| structure | T | D | forward ms (sdpa ms) | forward | fwd+bwd | decode | naive fwd | FLOPs pred. / counted |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| structure | T | D | forward ms (sdpa ms) | forward | fwd+bwd | decode | naive fwd | FLOPs / SDPA's "
+        "| time per FLOP / SDPA's | FLOPs pred. / counted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gen = next(c for c in r["rows"] if c["name"] == "generated")
         sdpa = next(c for c in r["rows"] if c["name"] == "sdpa")
         naive = next((c for c in r["rows"] if c["name"] == "naive"), None)
         check = r["predicted_flops"] / r["counted_flops"] if r["counted_flops"] else float("nan")
+        flops = r["predicted_flops"] / r["standard_flops"]
         lines.append(
             f"| {r['structure']} | {r['length']} | {r['sizes']['D']} | {1e3 * gen['forward']:.1f} "
             f"({1e3 * sdpa['forward']:.1f}) | {x(gen['forward_ratio'])} | {x(gen['backward_ratio'])} | "
-            f"{x(gen['decode_ratio'])} | {x(naive['forward_ratio'] if naive else None)} | {check:.3f} |"
+            f"{x(gen['decode_ratio'])} | {x(naive['forward_ratio'] if naive else None)} | {flops:.2f} | "
+            f"{x(gen['forward_ratio'] / flops)} | {check:.3f} |"
         )
     return "\n".join(lines)
 
@@ -107,7 +124,7 @@ def main() -> None:
                 setup = bench_setup(instance, HEADS, repeat=args.repeat, device=args.device, dtype=args.dtype,
                                     backward=T <= args.max_backward, naive=T <= args.max_naive)  # fmt: skip
                 report = bench(setup)
-                rows.append(report.to_dict())
+                rows.append({**report.to_dict(), "standard_flops": standard_flops(T, D)})
                 print(f"{name} T={T} D={D}: {time.perf_counter() - start:.0f} s", flush=True)
                 (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     header = f"torch {torch.__version__}, {args.device}, {args.dtype}, {args.threads} threads, B=1, {HEADS} heads;\n"

@@ -441,7 +441,7 @@ def search_command(D, T, heads, budget, cache_budget, objective, families, inclu
     Every number is describe's, from the same plan: params, FLOPs (2 per multiply-add) and decode
     FLOPs for all heads; far and near: the rank of the D x D form x_t^T (sum of the levels' M) x_u
     that scores every pair at distance >= T/8, and a pair at distance 0; rank: describe's rank
-    bound; pairs: share of the causal pairs scored; local: share of pair FLOPs within T/8; cache:
+    bound; pairs: share of the causal pairs scored; local: share of causal pair FLOPs within T/8; cache:
     float32 bytes per cached token.
 
     \b

@@ -304,12 +304,14 @@ class Plan:
 
 
 def plan(instance: Instance, batch: int = 1, cost: Balanced = DEFAULT_COST) -> Plan:
-    """The cheapest way to compute every score of one head for ``batch`` sequences.
+    """How every score of one head is computed for ``batch`` sequences: each level's maps (its
+    cheapest split of the factors, one per score line), then the partition of the causal pairs
+    into batched attention calls (docs/design.md §4).
 
     >>> import einsearch
     >>> p = einsearch.plan(einsearch.load("lowrank").resolve(T=1024, D=256, r=64))
-    >>> p.schedules[0].name
-    'feature maps (q: WQ | k: WK)'
+    >>> p.maps[0].name, p.schedules[0].name
+    ('feature maps (q: WQ | k: WK)', "1 batched attention call over the levels' maps")
     >>> p.flops == 2 * (2 * 1024 * 256 * 64) + 2 * 1024 * 1024 * 64
     True
     """

@@ -73,9 +73,9 @@ def describe_text(desc: Description, heads: int = 1, macs: bool = False) -> str:
     total = f"   ({number(desc.score * heads / div)} for {heads} heads)" if heads > 1 else ""
     score = f"           score     {number(desc.score / div)}"
     if desc.score == f.scored_pairs:
-        lines.append(f"{score}  = {formulas.scored_pairs}   (all T x T scores){total}")
+        lines.append(f"{score}  = {formulas.scored_pairs}   (every causal score){total}")
     else:
-        lines.append(f"{score}   (all T x T scores, as `einsearch plan` computes them){total}")
+        lines.append(f"{score}   (the causal scores as `einsearch plan` computes them: whole tiles){total}")
         lines.append(f"           scored pairs only {number(f.scored_pairs / div)}  = {formulas.scored_pairs}")
     if desc.taxonomy is not None:
         lines.append("")
@@ -414,8 +414,8 @@ def search_text(result: SearchResult) -> str:
               ">= T/8, and a pair at distance 0;",
               "rank: describe's rank bound (M for a feature structure, else the T x T scores); pairs: share of causal "
               "pairs scored;",
-              "local: share of pair FLOPs within T/8; params, FLOPs (2 per multiply-add, all T x T scores of one "
-              "sequence) and decode",
+              "local: share of causal pair FLOPs within T/8; params, FLOPs (2 per multiply-add, one sequence's "
+              "scores as planned) and decode",
               "(FLOPs for the token at position T) are for all heads; cache: float32 bytes per token of the decoding "
               "cache at context T"]  # fmt: skip
     best = result.candidates[0]

@@ -6,7 +6,7 @@ know which pairs are scored (pair counts, the compute pattern, rank bounds, mask
 reference and the interpreter) asks a ``SequencePattern`` (``Level.pattern``); the one other
 statement is its symbolic twin, the sympy pair count of ``analyze/formulas.py``. The pattern also
 owns how far back its keys reach (``span``, what a decoding cache keeps), how block patterns nest
-(``nests_in``, ``nested_chain``), its text, and which causal pairs a set of patterns scores
+(``nests_in``), its text, and which causal pairs a set of patterns scores
 (``causal_pairs``).
 
 Every count is an exact integer in closed form (no loop over positions), so it answers any T.
@@ -210,18 +210,6 @@ class SequencePattern:
         if lo > hi:
             return rows * cols * 0
         return _clip(_below(hi, rows, cols) - _below(lo - 1, rows, cols), 0, None)
-
-
-def nested_chain(patterns: Sequence[SequencePattern]) -> list[int]:
-    """Positions of the block patterns that nest, coarse to fine: by block count, each kept when
-    its blocks lie inside the last kept one's and are fewer tokens long (the chain the planner
-    scores per depth, ``Kind.NESTED_BLOCKS``)."""
-    chain: list[int] = []
-    for n in sorted(range(len(patterns)), key=lambda n: patterns[n].blocks):
-        last = patterns[chain[-1]] if chain else None
-        if last is None or (patterns[n].blocks != last.blocks and patterns[n].nests_in(last)):
-            chain.append(n)
-    return chain
 
 
 def refinement_cells(patterns: Iterable[SequencePattern], T: int, nest: bool | None = None) -> dict[int, int] | None:

@@ -494,3 +494,14 @@ def test_flop_counter_equals_the_plan(name, options):
         fused = dtype != torch.float64
         predicted = module_flops(einsearch.plan(instance), heads=2, batch=3, length=length, fused=fused)
         assert counter.get_total_flops() == predicted
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's note on the graph break
+def test_torch_compile_runs_the_module():
+    """torch.compile runs a generated module (the fused kernels' autograd function is a graph
+    break) and gives eager's outputs."""
+    instance, _, module = build("mlr", CASES["mlr"][0])
+    module = module.float()
+    x = torch.randn(2, 19, instance.D)
+    compiled = torch.compile(module, backend="eager")
+    torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-6)

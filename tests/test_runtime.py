@@ -225,7 +225,7 @@ def test_attention_matches_reference_float64(name, patterns, widths, T):
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     if rt._CpuFlash.available:
-        fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash)
+        fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash, False)
         torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)
 
 
@@ -238,7 +238,7 @@ def test_wide_band_beside_global_matches_reference():
     assert {call.mode for call in partition(700, patterns)} == {"causal", "dense", "masked"}
     torch.testing.assert_close(rt.attention(q, k, v, patterns, widths), expected, rtol=0, atol=1e-12)
     if rt._CpuFlash.available:
-        fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash)
+        fused = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash, False)
         torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)
 
 
@@ -270,7 +270,11 @@ def test_bilinear_widths(fused):
     patterns, widths = (Pattern(), Pattern(), Pattern(), Pattern()), (8, 4, 2, 2)
     q, k, v = inputs(70, widths, Dv=4)
     expected = reference(q, k, v, patterns, widths)
-    out = rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash) if fused else rt.attention(q, k, v, patterns, widths)
+    out = (
+        rt._Fused.apply(q, k, v, patterns, widths, rt._CpuFlash, False)
+        if fused
+        else rt.attention(q, k, v, patterns, widths)
+    )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -295,13 +299,15 @@ def test_gradcheck_plain(name, patterns, widths):
 
 
 @needs_flash
+@pytest.mark.parametrize("coverage", [False, True])
 @pytest.mark.parametrize("name,patterns,widths", GRAD_CASES, ids=[s[0] for s in GRAD_CASES])
-def test_gradcheck_fused_float64(name, patterns, widths):
-    """The hand-written backward (split-KV rule, one flash backward per call), exactly."""
+def test_gradcheck_fused_float64(name, patterns, widths, coverage):
+    """The hand-written backward (split-KV rule, one flash backward per call), exactly; with each
+    pair's logit over its covering levels too."""
     q, k, v = (x.requires_grad_() for x in inputs(19, widths, Dv=3, B=1, H=2))
     fused = rt._Fused.apply
     check = torch.autograd.gradcheck
-    assert check(lambda q, k, v: fused(q, k, v, patterns, widths, rt._CpuFlash), (q, k, v), fast_mode=True)
+    assert check(lambda q, k, v: fused(q, k, v, patterns, widths, rt._CpuFlash, coverage), (q, k, v), fast_mode=True)
 
 
 def gradients(fn, base, grad_out):

@@ -66,7 +66,7 @@ class Costs(NamedTuple):
     """One candidate's numbers, one head (``Candidate`` multiplies by heads); plain numbers only,
     so the many a search keeps cost the garbage collector nothing."""
 
-    flops: int  # all T x T scores of one sequence, as the plan computes them
+    flops: int  # the scores of one sequence, as the plan computes them
     params: int
     near_rank: int  # of the D x D matrix a pair at distance 0 is scored with
     far_rank: int  # of the D x D matrix every pair at distance >= T/8 is scored with
