@@ -170,11 +170,12 @@ def test_command_refuses_to_overwrite_results(tmp_path):
 def test_command_trains_and_writes_results(tmp_path):
     args = ["experiment", "icr", "--structure", "lowrank", "--r", "4", "--d-input", "4", "--D", "16", "--heads", "2",
             "--layers", "1", "--steps", "3", "--batch", "8", "--test-prompts", "16", "--out", str(tmp_path / "run"),
-            "--json"]  # fmt: skip
+            "--qk-norm", "pooled", "--logit-scale", "sqrt", "--json"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["config"]["steps"] == 3 and len(written["errors"]["model"]) == 8
+    assert written["config"]["generate_options"] == {"qk_norm": "pooled", "logit_scale": "sqrt"}
 
 
 def test_help_names_every_research_setting_and_its_value():
@@ -184,3 +185,5 @@ def test_help_names_every_research_setting_and_its_value():
         assert option in text, option
     for value in ("research: 2000", "research: 0.06", "research: 0.02", "research: 1e-20", "research: none"):
         assert value in text, value
+    for option in ("--qk-norm", "--logit-scale", "--rms-cap", "--normalize", "--separate-softmax"):  # the scoring
+        assert option in text, option

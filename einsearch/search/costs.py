@@ -23,6 +23,7 @@ from ..analyze.pattern import near_pairs
 from ..analyze.rank import LevelRank, bounds, level_rank, level_ranks, pair_ranks
 from ..canonical import Canonical, canonical
 from ..planner import (
+    LevelPlan,
     Part,
     Plan,
     SplitChoices,
@@ -36,6 +37,7 @@ from ..planner import (
     split_choices,
     term_maps,
 )
+from ..runtime.tiling import Pattern
 from ..structure import Instance, Level
 
 
@@ -54,12 +56,14 @@ class LevelCost(NamedTuple):
     slots: int  # keys its decoding cache keeps
     rank: LevelRank
     channels: int  # the query/key channels its pairs contract
-    line: tuple  # its score line (``planner.score_line``) and its own split of the factors
+    at: Pattern  # its pattern at T, as the partition takes it
+    line: int  # its score line (``planner.score_line``), interned
+    split: int  # its score line and its own split of the factors, interned
     form: tuple  # the level up to relabelling (``feature_form``) with its pattern: what duplicates share
     canonical: Canonical | None  # its name-free form, to count it again at another split
 
 
-SUMMED = 8  # the first eight fields add up over a candidate's levels; ``combine`` reads slots, rank, channels
+SUMMED = 8  # the first eight fields add up over a candidate's levels; ``combine`` reads slots, rank, channels, at
 
 
 class Costs(NamedTuple):
@@ -97,6 +101,7 @@ def at_split(form: Canonical, T: int, split: tuple | None) -> LevelCost:
 
 def _level_cost(form: Canonical, T: int, split: tuple | None) -> LevelCost:
     level, lp = form.level, canonical_plan(form, T, keep=False)
+    choices(form, T, lp)  # kept now: a line's shared split reads it without planning the level again
     D = math.prod(level.sizes[i] for i in level.query.axes[1])
     alone = Instance("level", {"T": T, "D": D}, (level,))
     maps = term_maps((lp,))[level.number] if split is None else by_split(lp, split)
@@ -110,19 +115,20 @@ def shared_splits(levels: Sequence[LevelCost], T: int) -> list[LevelCost]:
     line (``planner.line_split``), where its levels alone differ."""
     lines: dict[tuple, list[int]] = {}
     for n, cost in enumerate(levels):
-        lines.setdefault(cost.line[0], []).append(n)
+        lines.setdefault(cost.line, []).append(n)
     shared = list(levels)
     for members in lines.values():
-        if len({levels[n].line[1] for n in members}) > 1:
+        if len({levels[n].split for n in members}) > 1:
             split = line_split([choices(levels[n].canonical, T) for n in members])
             for n in members:
                 shared[n] = at_split(levels[n].canonical, T, split)
     return shared
 
 
-def choices(form: Canonical, T: int) -> SplitChoices:
-    """What the choice of a line's split reads off the level's plan, kept in the planner's cache."""
-    return memo(("split choices", form.key, T), lambda: split_choices(canonical_plan(form, T, keep=False)))
+def choices(form: Canonical, T: int, lp: LevelPlan | None = None) -> SplitChoices:
+    """What the choice of a line's split reads off the level's plan (``lp``, else planned), kept in
+    the planner's cache."""
+    return memo(("split choices", form.key, T), lambda: split_choices(lp or canonical_plan(form, T, keep=False)))
 
 
 def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: LevelRank, T: int,
@@ -142,22 +148,32 @@ def counted(level: Level, counts: LevelCounts, flops: int, n_params: int, rank: 
         slots=slots,
         rank=rank,
         channels=counts.channels,
-        line=(score_line(level), split),
+        at=pattern.at(T),
+        line=interned(score_line(level)),
+        split=interned((score_line(level), split)),
         form=(pattern, feature_form(level)),
         canonical=form,
     )
 
 
+_INTERNED: dict[tuple, int] = {}
+
+
+def interned(key: tuple) -> int:
+    """A small number for ``key``, the same for equal keys (a candidate compares its levels' lines
+    by these: hashing the lines' nested tuples per candidate cost a tenth of the search)."""
+    return _INTERNED.setdefault(key, len(_INTERNED))
+
+
 def combine(levels: Sequence[LevelCost], T: int, D: int, covered: float) -> Costs:
     """The candidate's numbers from its levels' counts and its partition's pairs, each score line
     at one split (``shared_splits``). ``covered``: the share of the causal pairs some level scores."""
-    lines = [cost.line for cost in levels]
-    if len(dict(lines)) != len(set(lines)):  # a line with two splits
+    if len({cost.split for cost in levels}) != len({cost.line for cost in levels}):  # a line with two splits
         levels = shared_splits(levels, T)
-    columns = zip(*levels)  # built lazily: the fields past ``channels`` are never transposed
+    columns = zip(*levels)  # built lazily: the fields past ``at`` are never transposed
     flops, maps, pair, near, decode, key_slots, params, local = map(sum, islice(columns, SUMMED))
-    slots, ranks, channels = max(next(columns)), next(columns), next(columns)
-    pairs = level_pairs(T, tuple(rank.pattern.at(T) for rank in ranks))
+    slots, ranks, channels, patterns = max(next(columns)), next(columns), next(columns), next(columns)
+    pairs = level_pairs(T, patterns)
     flops += 2 * sum(width * count for width, count in zip(channels, pairs))
     near_rank, far_rank = pair_ranks(ranks, D)
     return Costs._make((flops, params, near_rank, far_rank, covered, near / pair if pair else 0.0, decode, key_slots,
