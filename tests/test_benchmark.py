@@ -19,11 +19,11 @@ from einsearch.codegen import attention_class
 from einsearch.errors import EinsearchError, OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
-FORMS = {  # one small structure per computation form of the generated module
-    "lowrank": {"T": 32, "D": 16, "r": 4},  # fused feature maps
-    "mlr": {"T": 32, "D": 16, "levels": 3, "ranks": [4, 2, 1]},  # nested blocks
-    "swa": {"T": 32, "D": 16, "r": 4, "window": 5},  # band
-    "global-swa": {"T": 32, "D": 16, "rg": 2, "rw": 2, "window": 4},  # masked
+FORMS = {  # one small structure per kind of partition of the generated module
+    "lowrank": {"T": 32, "D": 16, "r": 4},  # one causal call
+    "mlr": {"T": 32, "D": 16, "levels": 3, "ranks": [4, 2, 1]},  # a call per depth
+    "swa": {"T": 32, "D": 16, "r": 4, "window": 5},  # a band's strips
+    "global-swa": {"T": 32, "D": 16, "rg": 2, "rw": 2, "window": 4},  # a band beside a global term
 }
 
 
@@ -102,7 +102,7 @@ def test_standard_attention_is_causal_softmax_attention():
 @pytest.mark.parametrize(("name", "length"), [("mlr", 40)])
 def test_report(name, length, monkeypatch, tmp_path):
     """Every contender timed, standard attention the unit of the ratios, the predicted FLOPs those
-    FlopCounterMode counts (the nested form at a length that ends inside a block), and no file left
+    FlopCounterMode counts (MLR at a length that ends inside a block), and no file left
     behind (generated modules are compiled from memory)."""
     (tmp_path / "work").mkdir()
     (tmp_path / "tmp").mkdir()
