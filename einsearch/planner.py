@@ -344,6 +344,7 @@ class SplitChoices(NamedTuple):
 
 
 def split_choices(lp: LevelPlan) -> SplitChoices:
+    """The level's ``SplitChoices``, read off its candidates."""
     maps = [s for s in lp.candidates if s.kind is Kind.FEATURE_MAPS]
     return SplitChoices(frozenset(s.split for s in feature_maps(lp)),
                         {s.split: by_split(lp, s.split).estimate for s in maps})  # fmt: skip
@@ -650,7 +651,7 @@ class LevelNetwork:
                     band=band,
                     interfaces=interface,
                     split=(tuple(query_ids), tuple(key_ids)),
-                )  # fmt: skip
+                )
             )
         return found
 

@@ -48,7 +48,7 @@ class LevelCost(NamedTuple):
     flops: int  # its query and key maps over the T tokens and its factor products (its own split)
     maps: int  # its query and key maps over the T tokens, in the feature-map form
     pair_flops: int  # FLOPs per pair x pairs scored
-    near_flops: int  # the same over the pairs with |t - u| <= T/8
+    near_flops: int  # the same over the causal pairs with t - u <= T/8
     decode: int  # FLOPs to score the token at position T - 1 against the cache
     key_slots: int  # key channels x keys its decoding cache keeps
     params: int
@@ -75,7 +75,7 @@ class Costs(NamedTuple):
     near_rank: int  # of the D x D matrix a pair at distance 0 is scored with
     far_rank: int  # of the D x D matrix every pair at distance >= T/8 is scored with
     covered: float  # share of the causal pairs some level scores
-    near_share: float  # share of the pair FLOPs on pairs with |t - u| <= T/8
+    near_share: float  # share of the causal pair FLOPs on pairs with t - u <= T/8
     decode: int  # FLOPs to score the token at position T - 1 against the cache
     key_slots: int  # key channels x keys the decoding cache keeps, over the levels
     slots: int  # the most keys a level's cache keeps (their values are kept once)
@@ -113,7 +113,7 @@ def _level_cost(form: Canonical, T: int, split: tuple | None) -> LevelCost:
 def shared_splits(levels: Sequence[LevelCost], T: int) -> list[LevelCost]:
     """The levels' counts with one split of the factors per score line, the one the plan gives the
     line (``planner.line_split``), where its levels alone differ."""
-    lines: dict[tuple, list[int]] = {}
+    lines: dict[int, list[int]] = {}
     for n, cost in enumerate(levels):
         lines.setdefault(cost.line, []).append(n)
     shared = list(levels)
