@@ -570,6 +570,14 @@ class Cache:
         self.values = torch.zeros(
             batch * heads, max(self.slots), v_width, dtype=dtype, device=device
         )
+        # Where a token's key channels go: channel c of level l at start_l + c * slots_l
+        # plus the token's slot, t mod slots_l.
+        first, period = [], []
+        for start, n, width in zip(self.starts, self.slots, widths):
+            first += [start + channel * n for channel in range(width)]
+            period += [n] * width
+        self.first = torch.tensor(first, dtype=torch.int64, device=device)
+        self.period = torch.tensor(period, dtype=torch.int64, device=device)
         self.length = 0
 
 
@@ -671,14 +679,8 @@ def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     k, v = k.reshape(B * H, n, C), v.reshape(B * H, n, -1)
     if n == 1:  # every level's slot of the token at once
         t = cache.length
-        index = [
-            start + channel * slots + t % slots
-            for start, slots, width in zip(cache.starts, cache.slots, cache.widths)
-            for channel in range(width)
-        ]
-        cache.rings.index_copy_(
-            1, torch.tensor(index, device=k.device), k[:, 0].detach()
-        )
+        index = cache.first + t % cache.period
+        cache.rings.index_copy_(1, index, k[:, 0].detach())
         cache.values[:, t % cache.values.shape[1]] = v[:, 0].detach()
         cache.length = end
         return
@@ -704,22 +706,21 @@ def _step(
     if not scored:
         return v.new_zeros(B, H, 1, v.shape[-1])
     first, end = scored[0][0], max(b for _, b in scored)
-    parts = []  # (offset in [first, end), the level's logits there)
+    parts = []  # (offset in [first, end), the level's queries, its keys there)
     for (a, b), q_level, keys in zip(
         ranges, q.reshape(B * H, 1, -1).split(cache.widths, dim=-1), cache.keys
     ):
         for slot, offset, length in _ring(a, b, keys.shape[2]) if b > a else ():
             ring = keys if length == keys.shape[2] else keys[..., slot : slot + length]
-            parts.append((a - first + offset, torch.bmm(q_level, ring)))
-    parts.sort(key=lambda part: -part[1].shape[-1])
-    if (
-        parts[0][1].shape[-1] == end - first
-    ):  # a level scores every key: start from its logits
-        scores = parts.pop(0)[1]
+            parts.append((a - first + offset, q_level, ring))
+    parts.sort(key=lambda part: -part[2].shape[-1])
+    if parts[0][2].shape[-1] == end - first:  # a level scores every key: its logits
+        _, q_level, ring = parts.pop(0)
+        scores = torch.bmm(q_level, ring)
     else:
         scores = q.new_zeros(B * H, 1, end - first)
-    for at, logits in parts:
-        scores[..., at : at + logits.shape[-1]] += logits
+    for at, q_level, ring in parts:  # the others added in place, one call each
+        scores[..., at : at + ring.shape[-1]].baddbmm_(q_level, ring)
     if cache.coverage:  # each key's logit over the levels that reach it
         count = scores.new_zeros(end - first)
         for a, b in scored:
