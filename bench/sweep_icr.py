@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 
 from einsearch.experiments import icr
+from einsearch.experiments.pool import run_all
 from einsearch.experiments.settings import IcrConfig
 from einsearch.report import icr_sweep_table, markdown_table
 
@@ -157,18 +157,17 @@ def main() -> None:
     if not args.force and any(p.exists() for p in outputs):
         sys.exit(f"sweep_icr: {args.folder} already holds results; pass --force to overwrite them")
     todo = jobs(args.steps, args.only)
-    # The slowest first (wide, many levels), so the workers finish together.
-    cost = {"bilinear-mlr": 4, "btt": 3, "lowrank": 1}
-    order = sorted(range(len(todo)), key=lambda i: -todo[i][1].width * cost[todo[i][1].structure] * todo[i][1].heads)
+    weight = {"bilinear-mlr": 4, "btt": 3, "lowrank": 1}  # relative cost per head and width
+
+    def progress(n: int, result: tuple[dict, dict]) -> None:
+        key, run = result
+        print(f"[{n}/{len(todo)}] D = {key['width']:2d}  {label_of(key):<55} {run['seconds']:5.0f} s  "
+              f"error {final_error(run):.3f}", file=sys.stderr, flush=True)  # fmt: skip
+
     start = time.perf_counter()
-    done: dict[int, tuple[dict, dict]] = {}
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        for n, (i, (key, run)) in enumerate(zip(order, pool.imap(run_one, [todo[i] for i in order])), 1):
-            done[i] = (key, run)
-            print(f"[{n}/{len(todo)}] D = {key['width']:2d}  {label_of(key):<55} {run['seconds']:5.0f} s  "
-                  f"error {final_error(run):.3f}", file=sys.stderr, flush=True)  # fmt: skip
+    results = run_all(todo, run_one, args.workers, lambda job: job[1].width * job[1].heads * weight[job[1].structure],
+                      progress)  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
-    results = [done[i] for i in range(len(todo))]
     table = icr_sweep_table([(label_of(key), run) for key, run in results])
     head, *rows = verdicts(results)
     summary = (f"{len(todo)} runs, {args.steps} steps of {SETTINGS['batch']} prompts each, {args.workers} at a time "

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from pathlib import Path
 from einsearch.errors import EinsearchError
 from einsearch.experiments import corpus, lm
 from einsearch.experiments.outputs import check_folder, write
+from einsearch.experiments.pool import run_all
 from einsearch.experiments.settings import LmConfig, scaled_structure
 from einsearch.report import lm_sweep_table
 
@@ -133,17 +133,16 @@ def main() -> None:
         sys.exit(f"sweep_lm: {err}")
     if not todo:
         sys.exit(f"sweep_lm: no run's label contains {args.only!r}")
-    order = sorted(range(len(todo)), key=lambda i: -todo[i][1].width)  # the slowest first
+
+    def progress(n: int, result: tuple[str, dict]) -> None:
+        label, payload = result
+        c = payload["config"]
+        print(f"[{n}/{len(todo)}] D = {c['width']:3d}  seed {c['seed']}  {label:<24} {payload['seconds']:6.0f} s  "
+              f"validation loss {payload['validation_loss']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
+
     start = time.perf_counter()
-    done: dict[int, tuple[str, dict]] = {}
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        for i, (label, payload) in zip(order, pool.imap(run_one, [todo[i] for i in order])):
-            done[i] = (label, payload)
-            c = payload["config"]
-            print(f"D = {c['width']:3d}  seed {c['seed']}  {label:<24} {payload['seconds']:6.0f} s  "
-                  f"validation loss {payload['validation_loss']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
+    results = run_all(todo, run_one, args.workers, lambda job: job[1].width, progress)  # the widest the slowest
     total = time.perf_counter() - start
-    results = [done[i] for i in range(len(todo))]
     first = results[0][1]
     summary = (
         f"{len(results)} runs of {settings['steps']} steps of {settings['batch']} x {settings['context']} characters "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import einsearch
 from einsearch.codegen import attention_class
 from einsearch.experiments import corpus, lm
+from einsearch.experiments.pool import run_all
 from einsearch.experiments.settings import LmConfig
 from einsearch.report import markdown_table
 
@@ -90,17 +90,15 @@ def main() -> None:
     source = einsearch.generate(einsearch.load("mlr").resolve(GENERATED), heads=2, command=command)
     (args.folder / "mlr_attention.py").write_text(source)
     todo = [(source, table, settings) for table, settings in points(args.steps)]
-    order = sorted(range(len(todo)), key=lambda i: -todo[i][2].width)  # the slowest first
+
+    def progress(n: int, result: dict) -> None:
+        c = result["config"]
+        print(f"[{n}/{len(todo)}] D = {c['width']:3d}  lr {c['lr']:<6g} ranks {c['options']['ranks']}  "
+              f"validation loss {result['validation_loss']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
+
     start = time.perf_counter()
-    done: dict[int, dict] = {}
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        for n, (i, result) in enumerate(zip(order, pool.imap(run_one, [todo[i] for i in order])), 1):
-            done[i] = result
-            c = result["config"]
-            print(f"[{n}/{len(todo)}] D = {c['width']:3d}  lr {c['lr']:<6g} ranks {c['options']['ranks']}  "
-                  f"validation loss {result['validation_loss']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
+    results = run_all(todo, run_one, args.workers, lambda job: job[2].width, progress)  # the widest the slowest
     minutes = (time.perf_counter() - start) / 60
-    results = [done[i] for i in range(len(todo))]
     summary = (f"{len(todo)} runs of {args.steps} steps of {SETTINGS['batch']} x {SETTINGS['context']} characters, "
                f"one generated file, {args.workers} at a time: {minutes:.1f} minutes")  # fmt: skip
     text = tables(results) + "\n\n" + summary + "\n"

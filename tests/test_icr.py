@@ -187,3 +187,16 @@ def test_help_names_every_research_setting_and_its_value():
         assert value in text, value
     for option in ("--qk-norm", "--logit-scale", "--rms-cap", "--normalize", "--separate-softmax"):  # the scoring
         assert option in text, option
+
+
+def test_the_sweeps_pool_keeps_the_jobs_order():
+    """Jobs run costliest first in worker processes; results come back in the jobs' order, and the
+    progress callback sees each once."""
+    import math
+
+    from einsearch.experiments.pool import run_all
+
+    seen = []
+    results = run_all([4.0, 9.0, 1.0], math.sqrt, 2, cost=float, done=lambda n, result: seen.append((n, result)))
+    assert results == [2.0, 3.0, 1.0]
+    assert seen == [(1, 3.0), (2, 2.0), (3, 1.0)]

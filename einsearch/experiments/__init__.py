@@ -10,7 +10,8 @@ They sit on top of the core package and nothing in it imports them. The modules:
   learning-rate schedule, the training loop, the deterministic context, the attention class built
   from a structure, FLOP counting;
 * ``icr``: in-context linear regression (``einsearch experiment icr``);
-* ``lm``: character-level language modelling (``einsearch experiment lm``).
+* ``lm``: character-level language modelling (``einsearch experiment lm``);
+* ``pool``: a sweep's runs in worker processes (the sweeps in ``bench/``).
 
 Results render in ``einsearch.report`` and plot in ``einsearch.plot``.
 """
