@@ -84,9 +84,8 @@ def main() -> None:
     args.folder.mkdir(parents=True, exist_ok=True)
     if not args.force and any((args.folder / n).exists() for n in ("mlr_attention.py", "table.md", "sweep.json")):
         sys.exit(f"sweep_mup: {args.folder} already holds results; pass --force to overwrite them")
-    command = "einsearch generate mlr " + " ".join(
-        f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in GENERATED.items()
-    )
+    options = " ".join(f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in GENERATED.items())
+    command = f"einsearch generate mlr {options} --heads 2 -o mlr_attention.py"
     source = einsearch.generate(einsearch.load("mlr").resolve(GENERATED), heads=2, command=command)
     (args.folder / "mlr_attention.py").write_text(source)
     todo = [(source, table, settings) for table, settings in points(args.steps)]

@@ -3,7 +3,7 @@
 A causal self-attention layer whose logits are einsearch's `mlr` scoring function,
 written by
 
-    einsearch generate mlr --T 128 --D 64 --levels 5 --ranks 16,4,4,4,4
+    einsearch generate mlr --T 128 --D 64 --levels 5 --ranks 16,4,4,4,4 --heads 2 -o mlr_attention.py
 
 Per head, query token t scores key token u <= t with the sum, over the levels that cover the
 pair, of scale * x_t^T M_l x_u (x: the layer's input). The structure, as einsearch read it:
@@ -133,7 +133,8 @@ class MlrAttention(nn.Module):
     def param_groups(self, lr: float, base_fan_in: int = 64) -> list[dict]:
         """Adam parameter groups with muP learning rates: lr * base_fan_in / fan_in."""
         groups = [
-            {"params": [factor], "lr": lr * base_fan_in / self.fan_in[name]} for name, factor in self.factors().items()
+            {"params": [factor], "lr": lr * base_fan_in / self.fan_in[name]}
+            for name, factor in self.factors().items()
         ]
         projections = [*self.v_proj.parameters(), *self.o_proj.parameters()]
         return [*groups, {"params": projections, "lr": lr * base_fan_in / self.d_model}]
@@ -257,7 +258,11 @@ def log2(n: int) -> int:
 
 def whole(value, what: str) -> int:
     """``value`` as an int if it is a whole number (a size, a count), else an error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != int(value)
+    ):
         raise ValueError(f"{what} must be a whole number, got {value!r}")
     return int(value)
 
@@ -295,7 +300,9 @@ def check_list(value, name: str, length: int) -> list:
 def check_choice(value: str, name: str, choices: tuple) -> str:
     """A ``choice`` option: one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+        )
     return value
 
 
@@ -472,7 +479,9 @@ def first_touch(T: int, calls: tuple[Call, ...]) -> tuple[bool, ...]:
     fresh = []
     for call in calls:
         start, count, stride, length = call.queries
-        rows = [slice(start + g * stride, start + g * stride + length) for g in range(count)]
+        rows = [
+            slice(start + g * stride, start + g * stride + length) for g in range(count)
+        ]
         fresh.append(not any(any(touched[r]) for r in rows))
         for r in rows:
             touched[r] = b"\x01" * length
@@ -497,7 +506,9 @@ class _Cutter:
         self.levels = []
         for level, (length, lo, hi) in enumerate(patterns):
             lo, hi = max(lo or 0, 0), never if hi is None else hi
-            length = None if length is not None and length >= T else length  # one block: all pairs
+            length = (
+                None if length is not None and length >= T else length
+            )  # one block: all pairs
             if lo <= hi:  # a level with an empty band covers nothing
                 odd = length is not None and length & (length - 1) != 0
                 loose = odd and min(length, hi) <= _TILE
@@ -538,10 +549,20 @@ class _Cutter:
         class has two strips (the masked tiles of one would hold pairs of the other)."""
         if any(length is not None for _, length, _, _, _ in self.levels):
             return False
-        edges = sorted({0, T} | {edge for _, _, lo, hi, _ in self.levels for edge in (lo, hi + 1) if 0 < edge < T})
+        edges = sorted(
+            {0, T}
+            | {
+                edge
+                for _, _, lo, hi, _ in self.levels
+                for edge in (lo, hi + 1)
+                if 0 < edge < T
+            }
+        )
         strips = []
         for a, end in pairwise(edges):
-            levels = tuple(level for level, _, lo, hi, _ in self.levels if lo <= a <= hi)
+            levels = tuple(
+                level for level, _, lo, hi, _ in self.levels if lo <= a <= hi
+            )
             if levels:
                 strips.append((a, end - 1, levels))
         if len({levels for _, _, levels in strips}) < len(strips):
@@ -613,7 +634,11 @@ class _Cutter:
     def lengths(self, some: tuple[int, ...]) -> list[int]:
         """The block lengths of the partly covering levels that cuts follow, longest
         first."""
-        lengths = {length for level, length, _, _, loose in self.levels if level in some and not loose}
+        lengths = {
+            length
+            for level, length, _, _, loose in self.levels
+            if level in some and not loose
+        }
         return sorted(lengths - {None}, reverse=True)
 
     def cut(self, x0: int, x1: int, lengths: list[int]) -> int | None:
@@ -632,11 +657,17 @@ class _Cutter:
             return middle
         return None
 
-    def masked(self, t0: int, u0: int, rows: int, cols: int, every: tuple, some: tuple) -> None:
+    def masked(
+        self, t0: int, u0: int, rows: int, cols: int, every: tuple, some: tuple
+    ) -> None:
         """A small region, left for ``calls`` to cut into one masked call per class."""
-        lengths = [length for level, length, _, _, _ in self.levels if level in some and length]
+        lengths = [
+            length for level, length, _, _, _ in self.levels if level in some and length
+        ]
         phases = tuple((t0 % n, u0 % n) for n in lengths)
-        self.tiles.setdefault((rows, cols, t0 - u0, every, some), []).append((t0, phases))
+        self.tiles.setdefault((rows, cols, t0 - u0, every, some), []).append(
+            (t0, phases)
+        )
 
     def tile_classes(self, kind: tuple, t0: int, phases: tuple) -> set[tuple[int, ...]]:
         """The classes of a masked tile's pairs (the same for every tile of its kind and
@@ -667,7 +698,9 @@ class _Cutter:
             self.classes[kind, phases] = {tuple(sorted(levels)) for levels, _ in groups}
         return self.classes[kind, phases]
 
-    def leaf(self, t0: int, u0: int, rows: int, cols: int, levels: tuple, mode: str) -> None:
+    def leaf(
+        self, t0: int, u0: int, rows: int, cols: int, levels: tuple, mode: str
+    ) -> None:
         if levels:
             self.families.setdefault((rows, cols, t0 - u0, levels, mode), []).append(t0)
 
@@ -676,7 +709,9 @@ class _Cutter:
         # none of its pairs): one call per class, whatever the phases.
         for kind, tiles in self.tiles.items():
             rows, cols, offset = kind[:3]
-            classes = set().union(*(self.tile_classes(kind, t0, phases) for t0, phases in tiles))
+            classes = set().union(
+                *(self.tile_classes(kind, t0, phases) for t0, phases in tiles)
+            )
             for levels in sorted(classes):
                 for t0, _ in tiles:
                     self.leaf(t0, t0 - offset, rows, cols, levels, "masked")
@@ -787,13 +822,23 @@ def attention(
     return _Fused.apply(q, k, v, patterns, widths, kernel, coverage)
 
 
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patterns: tuple, widths: tuple) -> None:
+def _check(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patterns: tuple, widths: tuple
+) -> None:
     if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(
-            f"need q, k (B, H, T, C) and v (B, H, T, Dv), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            "need q, k (B, H, T, C) and v (B, H, T, Dv), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    if len(widths) != len(patterns) or min(widths, default=0) < 0 or sum(widths) != q.shape[-1]:
-        raise ValueError(f"need one width per level ({len(patterns)}) summing to C={q.shape[-1]}, got {widths}")
+    if (
+        len(widths) != len(patterns)
+        or min(widths, default=0) < 0
+        or sum(widths) != q.shape[-1]
+    ):
+        raise ValueError(
+            f"need one width per level ({len(patterns)}) summing to "
+            f"C={q.shape[-1]}, got {widths}"
+        )
 
 
 # -- views, channels, masks
@@ -840,7 +885,9 @@ def _keep(
     return keep
 
 
-def _class_queries(q: torch.Tensor, call: Call, keep: torch.Tensor | None) -> torch.Tensor:
+def _class_queries(
+    q: torch.Tensor, call: Call, keep: torch.Tensor | None
+) -> torch.Tensor:
     """The call's queries (BH, count, rows, width) with the channels outside its class
     zeroed."""
     queries = _take(q, call.queries)
@@ -850,7 +897,11 @@ def _class_queries(q: torch.Tensor, call: Call, keep: torch.Tensor | None) -> to
 def _positions(blocks: Blocks, device: torch.device) -> torch.Tensor:
     """The token positions of ``blocks``, (count, length)."""
     start, count, stride, length = blocks
-    return start + stride * torch.arange(count, device=device)[:, None] + torch.arange(length, device=device)
+    return (
+        start
+        + stride * torch.arange(count, device=device)[:, None]
+        + torch.arange(length, device=device)
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -872,7 +923,9 @@ def _bias(call: Call, patterns: tuple, dtype: torch.dtype, device: torch.device)
     rows, cols) of 0 and -inf, and the rows with no key at all (count or 1, rows), None
     if there are none."""
     mask = _class_mask(call, patterns, device)
-    bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, -math.inf)
+    bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(
+        ~mask, -math.inf
+    )
     empty = ~mask.any(-1)
     return bias[None], empty if bool(empty.any()) else None
 
@@ -932,12 +985,20 @@ class _Cuda:
     def forward(q, k, v, causal: bool, bias):
         aten = torch.ops.aten
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        if bias is None and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
-            out, lse, cum_q, cum_k, max_q, max_k, seed, offset, _ = aten._scaled_dot_product_flash_attention(
-                q, k, v, 0.0, causal, False, scale=1.0
+        if (
+            bias is None
+            and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] <= 256
+        ):
+            out, lse, cum_q, cum_k, max_q, max_k, seed, offset, _ = (
+                aten._scaled_dot_product_flash_attention(
+                    q, k, v, 0.0, causal, False, scale=1.0
+                )
             )
             return out, lse, (cum_q, cum_k, max_q, max_k, seed, offset)
-        if bias is not None:  # rows of the mask aligned as the kernel reads them, then broadcast
+        if (
+            bias is not None
+        ):  # rows of the mask aligned as the kernel reads them, then broadcast
             cols = bias.shape[-1]
             bias = F.pad(bias, (0, -cols % 8))[..., :cols].expand(*q.shape[:3], cols)
         out, lse, seed, offset = aten._scaled_dot_product_efficient_attention(
@@ -948,7 +1009,9 @@ class _Cuda:
     @staticmethod
     def backward(grad_out, q, k, v, out, lse, causal: bool, state):
         aten = torch.ops.aten
-        grad_out, q, k, v, out, lse = (x.contiguous() for x in (grad_out, q, k, v, out, lse))
+        grad_out, q, k, v, out, lse = (
+            x.contiguous() for x in (grad_out, q, k, v, out, lse)
+        )
         if len(state) == 6:
             cum_q, cum_k, max_q, max_k, seed, offset = state
             return aten._scaled_dot_product_flash_attention_backward(
@@ -969,7 +1032,9 @@ class _Cuda:
                 scale=1.0,
             )
         bias, seed, offset = state
-        lse = F.pad(lse, (0, -lse.shape[-1] % 32))  # the kernel's layout: query rows padded to 32
+        lse = F.pad(
+            lse, (0, -lse.shape[-1] % 32)
+        )  # the kernel's layout: query rows padded to 32
         grads = aten._scaled_dot_product_efficient_attention_backward(
             grad_out,
             q,
@@ -1047,10 +1112,16 @@ class _Fused(torch.autograd.Function):
         width = kernel.width(max(C, Dv))
         q, k, v = (_flat(x, width) for x in (q, k, v))
         calls = partition(T, patterns)
-        out, lse = _running(calls, B * H, T, Dv, torch.promote_types(v.dtype, torch.float32), v.device)
+        out, lse = _running(
+            calls, B * H, T, Dv, torch.promote_types(v.dtype, torch.float32), v.device
+        )
         states = []
         for call, fresh in zip(calls, first_touch(T, calls)):
-            bias, empty = _bias(call, patterns, q.dtype, q.device) if call.mode == "masked" else (None, None)
+            bias, empty = (
+                _bias(call, patterns, q.dtype, q.device)
+                if call.mode == "masked"
+                else (None, None)
+            )
             part, part_lse, state = kernel.forward(
                 _class_queries(
                     q,
@@ -1084,7 +1155,9 @@ class _Fused(torch.autograd.Function):
         # A query no key scores has lse = -inf; any finite value gives its (masked)
         # logits weight 0.
         lse = lse.masked_fill(lse == -math.inf, 0.0)
-        grad_q, grad_k, grad_v = (torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (q, k, v))
+        grad_q, grad_k, grad_v = (
+            torch.zeros(x.shape, dtype=lse.dtype, device=x.device) for x in (q, k, v)
+        )
         for call, state in zip(partition(T, patterns), states):
             keep = _keep(widths, call.levels, width, q.dtype, q.device, coverage)
             dq, dk, dv = kernel.backward(
@@ -1102,7 +1175,9 @@ class _Fused(torch.autograd.Function):
             _take(grad_q, call.queries).add_(dq if keep is None else dq * keep)
             _take(grad_k, call.keys).add_(dk)
             _take(grad_v, call.keys).add_(dv)
-        grad_q, grad_k = (g[..., :C].reshape(B, H, T, C).to(q.dtype) for g in (grad_q, grad_k))
+        grad_q, grad_k = (
+            g[..., :C].reshape(B, H, T, C).to(q.dtype) for g in (grad_q, grad_k)
+        )
         return (
             grad_q,
             grad_k,
@@ -1114,12 +1189,20 @@ class _Fused(torch.autograd.Function):
         )
 
 
-def _running(calls: tuple, rows: int, T: int, Dv: int, dtype: torch.dtype, device: torch.device):
+def _running(
+    calls: tuple, rows: int, T: int, Dv: int, dtype: torch.dtype, device: torch.device
+):
     """The running output and log-sum-exp: zeros and -inf, unless the first calls to
     touch each query (which write, not merge) cover them all."""
-    written = sum(c.queries.count * c.queries.length for c, fresh in zip(calls, first_touch(T, calls)) if fresh)
+    written = sum(
+        c.queries.count * c.queries.length
+        for c, fresh in zip(calls, first_touch(T, calls))
+        if fresh
+    )
     if written == T:
-        return torch.empty(rows, T, Dv, dtype=dtype, device=device), torch.empty(rows, T, dtype=dtype, device=device)
+        return torch.empty(rows, T, Dv, dtype=dtype, device=device), torch.empty(
+            rows, T, dtype=dtype, device=device
+        )
     return torch.zeros(rows, T, Dv, dtype=dtype, device=device), torch.full(
         (rows, T), -math.inf, dtype=dtype, device=device
     )
@@ -1143,7 +1226,9 @@ def _tiles(call: Call, patterns: tuple, device: torch.device):
             if mask is not None:
                 tile = mask[:, q0 : q0 + rows, k0 : k0 + cols]
             elif call.mode == "causal" and k0 + cols - 1 > q0:
-                tile = torch.ones(rows, cols, dtype=torch.bool, device=device).tril(q0 - k0)
+                tile = torch.ones(rows, cols, dtype=torch.bool, device=device).tril(
+                    q0 - k0
+                )
             else:
                 tile = None
             part = (
@@ -1153,7 +1238,9 @@ def _tiles(call: Call, patterns: tuple, device: torch.device):
             yield call._replace(queries=part[0], keys=part[1]), tile
 
 
-def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float, coverage: bool) -> torch.Tensor:
+def _plain(
+    q, k, v, patterns: tuple, widths: tuple, dropout: float, coverage: bool
+) -> torch.Tensor:
     """The partition as matrix products in tiles, exact, autograd through it; no T x T
     buffer.
 
@@ -1164,7 +1251,11 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float, coverage: bo
     B, H, T, C = q.shape
     Dv = v.shape[-1]
     q, k, v = (x.reshape(B * H, T, x.shape[-1]) for x in (q, k, v))
-    tiles = [tile for call in partition(T, patterns) for tile in _tiles(call, patterns, q.device)]
+    tiles = [
+        tile
+        for call in partition(T, patterns)
+        for tile in _tiles(call, patterns, q.device)
+    ]
 
     def logits(tile: Call, mask):
         keep = _keep(widths, tile.levels, C, q.dtype, q.device, coverage)
@@ -1180,9 +1271,13 @@ def _plain(q, k, v, patterns: tuple, widths: tuple, dropout: float, coverage: bo
     num = v.new_zeros(B * H, T, Dv)
     den = v.new_zeros(B * H, T)
     for tile, mask in tiles:
-        weights = torch.exp(logits(tile, mask) - _take(shift, tile.queries).unsqueeze(-1))
+        weights = torch.exp(
+            logits(tile, mask) - _take(shift, tile.queries).unsqueeze(-1)
+        )
         _take(den, tile.queries).add_(weights.sum(-1))
-        _take(num, tile.queries).add_(F.dropout(weights, dropout, True) @ _take(v, tile.keys))
+        _take(num, tile.queries).add_(
+            F.dropout(weights, dropout, True) @ _take(v, tile.keys)
+        )
     den = torch.where(den > 0, den, 1.0)  # queries with no key: zero output
     return (num / den.unsqueeze(-1)).view(B, H, T, Dv)
 
@@ -1223,7 +1318,17 @@ class Cache:
             self.rings[:, start : start + n * width].view(batch * heads, width, n)
             for start, n, width in zip(self.starts, self.slots, widths)
         ]
-        self.values = torch.zeros(batch * heads, max(self.slots), v_width, dtype=dtype, device=device)
+        self.values = torch.zeros(
+            batch * heads, max(self.slots), v_width, dtype=dtype, device=device
+        )
+        # Where a token's key channels go: channel c of level l at start_l + c * slots_l
+        # plus the token's slot, t mod slots_l.
+        first, period = [], []
+        for start, n, width in zip(self.starts, self.slots, widths):
+            first += [start + channel * n for channel in range(width)]
+            period += [n] * width
+        self.first = torch.tensor(first, dtype=torch.int64, device=device)
+        self.period = torch.tensor(period, dtype=torch.int64, device=device)
         self.length = 0
 
 
@@ -1246,13 +1351,18 @@ def new_cache(
         raise ValueError(f"need one width per level ({len(patterns)}), got {widths}")
     if min(batch, heads, max_len, v_width) < 1:
         raise ValueError(
-            f"need a positive batch, heads, max_len and v_width, got {batch}, {heads}, {max_len}, {v_width}"
+            "need a positive batch, heads, max_len and v_width, got "
+            f"{batch}, {heads}, {max_len}, {v_width}"
         )
     device = torch.device(device)
-    return Cache(batch, heads, max_len, patterns, widths, v_width, dtype, device, coverage)
+    return Cache(
+        batch, heads, max_len, patterns, widths, v_width, dtype, device, coverage
+    )
 
 
-def decode(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def decode(
+    cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
     """Attention of n new tokens (n >= 1) to themselves and the cached ones, exactly as
     the full forward gives them; their keys and values join the cache.
 
@@ -1265,14 +1375,18 @@ def decode(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
         out = attention(q, k, v, cache.patterns, cache.widths, coverage=cache.coverage)
         _store(cache, k, v)
         return out
-    outs = [_step(cache, q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1]) for i in range(n)]
+    outs = [
+        _step(cache, q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1])
+        for i in range(n)
+    ]
     return outs[0] if n == 1 else torch.cat(outs, dim=2)
 
 
 def _check_step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(
-            f"need q, k (B, H, n, C) and v (B, H, n, Dv), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            "need q, k (B, H, n, C) and v (B, H, n, Dv), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     B, H, n, C = q.shape
     if B != cache.batch:
@@ -1280,13 +1394,21 @@ def _check_step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
     if H != cache.heads:
         raise ValueError(f"the cache holds {cache.heads} heads, got {H}")
     if C != sum(cache.widths):
-        raise ValueError(f"the levels' widths {cache.widths} need C={sum(cache.widths)} channels, got {C}")
+        raise ValueError(
+            f"the levels' widths {cache.widths} need C={sum(cache.widths)} channels, "
+            f"got {C}"
+        )
     if v.shape[-1] != cache.values.shape[-1]:
-        raise ValueError(f"the cache holds values of {cache.values.shape[-1]} channels, got {v.shape[-1]}")
+        raise ValueError(
+            f"the cache holds values of {cache.values.shape[-1]} channels, "
+            f"got {v.shape[-1]}"
+        )
     if q.dtype != cache.values.dtype:
         raise ValueError(f"the cache holds {cache.values.dtype}, got {q.dtype}")
     if n < 1 or cache.length + n > cache.max_len:
-        raise ValueError(f"{n} new tokens after {cache.length} do not fit max_len={cache.max_len}")
+        raise ValueError(
+            f"{n} new tokens after {cache.length} do not fit max_len={cache.max_len}"
+        )
     return n
 
 
@@ -1295,7 +1417,9 @@ def _ring(first: int, end: int, slots: int) -> list[tuple[int, int, int]]:
     length) pieces."""
     start = first % slots
     head = min(end - first, slots - start)
-    return [(start, 0, head)] + ([(0, head, end - first - head)] if head < end - first else [])
+    return [(start, 0, head)] + (
+        [(0, head, end - first - head)] if head < end - first else []
+    )
 
 
 def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -1306,12 +1430,8 @@ def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     k, v = k.reshape(B * H, n, C), v.reshape(B * H, n, -1)
     if n == 1:  # every level's slot of the token at once
         t = cache.length
-        index = [
-            start + channel * slots + t % slots
-            for start, slots, width in zip(cache.starts, cache.slots, cache.widths)
-            for channel in range(width)
-        ]
-        cache.rings.index_copy_(1, torch.tensor(index, device=k.device), k[:, 0].detach())
+        index = cache.first + t % cache.period
+        cache.rings.index_copy_(1, index, k[:, 0].detach())
         cache.values[:, t % cache.values.shape[1]] = v[:, 0].detach()
         cache.length = end
         return
@@ -1324,7 +1444,9 @@ def _store(cache: Cache, k: torch.Tensor, v: torch.Tensor) -> None:
     cache.length = end
 
 
-def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _step(
+    cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
     """One new token: logits over its keys in position order, one product per level and
     ring piece."""
     _store(cache, k, v)
@@ -1335,18 +1457,21 @@ def _step(cache: Cache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     if not scored:
         return v.new_zeros(B, H, 1, v.shape[-1])
     first, end = scored[0][0], max(b for _, b in scored)
-    parts = []  # (offset in [first, end), the level's logits there)
-    for (a, b), q_level, keys in zip(ranges, q.reshape(B * H, 1, -1).split(cache.widths, dim=-1), cache.keys):
+    parts = []  # (offset in [first, end), the level's queries, its keys there)
+    for (a, b), q_level, keys in zip(
+        ranges, q.reshape(B * H, 1, -1).split(cache.widths, dim=-1), cache.keys
+    ):
         for slot, offset, length in _ring(a, b, keys.shape[2]) if b > a else ():
             ring = keys if length == keys.shape[2] else keys[..., slot : slot + length]
-            parts.append((a - first + offset, torch.bmm(q_level, ring)))
-    parts.sort(key=lambda part: -part[1].shape[-1])
-    if parts[0][1].shape[-1] == end - first:  # a level scores every key: start from its logits
-        scores = parts.pop(0)[1]
+            parts.append((a - first + offset, q_level, ring))
+    parts.sort(key=lambda part: -part[2].shape[-1])
+    if parts[0][2].shape[-1] == end - first:  # a level scores every key: its logits
+        _, q_level, ring = parts.pop(0)
+        scores = torch.bmm(q_level, ring)
     else:
         scores = q.new_zeros(B * H, 1, end - first)
-    for at, logits in parts:
-        scores[..., at : at + logits.shape[-1]] += logits
+    for at, q_level, ring in parts:  # the others added in place, one call each
+        scores[..., at : at + ring.shape[-1]].baddbmm_(q_level, ring)
     if cache.coverage:  # each key's logit over the levels that reach it
         count = scores.new_zeros(end - first)
         for a, b in scored:
