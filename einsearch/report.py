@@ -8,17 +8,16 @@ those build can render themselves through it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .network import EXHAUSTIVE_SPLITS
 from .options import value_text
 from .structure import Instance, Structure
 
-if TYPE_CHECKING:  # rendering needs none of these at import time (keeps `check` fast)
-    from .analyze import Description
-    from .analyze.pattern import Profile
-    from .planner import LevelPlan, Plan, Schedule
-    from .search import SearchResult
+# What this module renders comes from the layers above it (planner, analyze, search), which call
+# it to render themselves; it does not import them, not even for type checking (that would close
+# an import circle, docs/design.md §10), so their classes are named here for the signatures only.
+Description = Profile = LevelPlan = Plan = Schedule = SearchResult = Any
 
 SHADES = " .:-=+*#%@"  # the heatmap, light to dark
 TAXONOMY_LINES = {

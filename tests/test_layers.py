@@ -1,5 +1,5 @@
-"""The package's layers (docs/design.md §10): every import, lazy ones included (not those only
-for type checking), goes to the module's own row or below, so there is no import circle."""
+"""The package's layers (docs/design.md §10): every import, lazy ones and those only for type
+checking included, goes to the module's own row or below, and no modules need each other."""
 
 from __future__ import annotations
 
@@ -25,15 +25,13 @@ def row(module: str) -> int:
 
 
 def imports(path: Path, module: str) -> set[str]:
-    """The einsearch modules ``path`` imports (relative names resolved), outside TYPE_CHECKING blocks."""
+    """The einsearch modules ``path`` imports, anywhere in it (relative names resolved)."""
     tree = ast.parse(path.read_text())
-    checking = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
-        node.test) for n in ast.walk(node)}  # fmt: skip
     full = ["einsearch", *module.split(".")] if module != "einsearch" else ["einsearch"]
     package = full if path.name == "__init__.py" else full[:-1]
     found = set()
     for node in ast.walk(tree):
-        if id(node) in checking or not isinstance(node, (ast.Import, ast.ImportFrom)):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
@@ -75,6 +73,24 @@ def test_no_module_imports_upward():
             if row(target) < row(module):
                 upward.append(f"{module} -> {target}")
     assert not upward
+
+
+def test_no_import_circle():
+    """No chain of imports leads from a module back to itself (within a row too)."""
+    graph = {module: imports(path, module) for module, path in modules().items()}
+    done: set[str] = set()
+
+    def visit(module: str, chain: list[str]) -> None:
+        if module in chain:
+            raise AssertionError(" -> ".join([*chain[chain.index(module) :], module]))
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*chain, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
 
 
 def test_report_renders_without_the_layers_that_compute():

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import catalog as catalogue
 from ..analyze import taxonomy_of
+from ..catalog import find
 from ..errors import EinsearchError, OptionError
 from .costs import Costs, planned
 from .families import FAMILIES, Space, option_text
@@ -325,7 +325,7 @@ def catalog_points(result: SearchResult) -> list[tuple[str, int, float]]:
     found = []
     for family in FAMILIES.values():
         try:
-            instance = catalogue.find(Path(family.file).stem).resolve({"T": space.T, "D": space.D})
+            instance = find(Path(family.file).stem).resolve({"T": space.T, "D": space.D})
         except EinsearchError:
             continue
         costs = planned(instance, shared.covered([level.pattern for level in instance.levels]))

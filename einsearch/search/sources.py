@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .. import catalog as catalogue
 from ..analyze.rank import rank_bound as analyze_rank_bound
+from ..catalog import catalog_dir, find
 from ..errors import DSLError, OptionError
 from ..planner import memo
 from ..sequence import SequencePattern, causal_pairs
@@ -67,7 +67,7 @@ class Source:
                  note: str | None = None) -> None:  # fmt: skip
         self.family, self.path, self.shipped, self.note = family, path, shipped, note
         self.space, self.shared = space, shared
-        self.structure: Structure = load(path) if not shipped else catalogue.find(path.stem)
+        self.structure: Structure = load(path) if not shipped else find(path.stem)
         self.template: Template | None = None  # resolved at the first point that resolves
         self.levels: dict[tuple, tuple] = {}  # a level's key -> (counts, form id, pattern id), or INVALID
 
@@ -163,7 +163,7 @@ def chosen_sources(names: Iterable[str] | None, include: Sequence[str | Path], s
     for name in wanted:
         if name not in files:
             find_family(name)
-    root = catalogue.catalog_dir() if folder is None else Path(folder)
+    root = catalog_dir() if folder is None else Path(folder)
     if not root.is_dir():
         raise OptionError("catalog", f"{root} is not a directory")
     chosen = [Source(f, root / f.file, folder is None, space, shared) for f in FAMILIES.values() if f.name in wanted]
